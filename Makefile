@@ -17,5 +17,6 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/nnunet-gen demo --workdir demo_output
 
+# Two workers, one per core; --dist loadfile keeps each module's expensive fixtures in one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
