@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,13 +132,14 @@ def bench_trainer(schedule: str, workdir: Path, threads: int) -> list[dict]:
     iterations = SCHEDULES[schedule][1]
     rows = []
     for arm, dataset, trainer, name in arms:
+        folder = workdir / "nnUNet_results" / name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        shutil.rmtree(folder, ignore_errors=True)  # every arm is timed in this run, from its own log only
         command = [str(Path(sys.executable).parent / "nnUNetv2_train"), dataset, "3d_fullres", "0", "-tr", trainer,
                    "-device", "cpu"]
         print("$", " ".join(command[1:]), flush=True)
         result = subprocess.run(command, env=train_env, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{trainer} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-        folder = workdir / "nnUNet_results" / name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
         epochs = _epoch_seconds(folder)
         timed = epochs[1:] if len(epochs) > 1 else epochs
         rows.append({"trainer": arm, "epochs_timed": len(timed),
@@ -165,28 +167,33 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     OUTPUT.mkdir(parents=True, exist_ok=True)
+    results_file = OUTPUT / "bench_gba.json"
+    # A run of one part keeps the other part's last results.
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results.update({"command": " ".join(sys.argv), "threads": args.threads})
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results, text = {"command": " ".join(sys.argv), "threads": args.threads}, []
         if "render" in args.parts:
             results["render"] = bench_render(args.repeats)
-            text += ["## (a) GBA render, one 256x256x40 case, 15 tumour slices", "",
-                     markdown(results["render"], ["operation", "seconds_per_case", "ratio_to_naive"]), ""]
-            print("\n".join(text), flush=True)  # kept even if the trainer part fails
-            (OUTPUT / "bench_gba.json").write_text(json.dumps(results, indent=1))
+            results_file.write_text(json.dumps(results, indent=1))  # kept even if the trainer part fails
         if "trainer" in args.parts:
             workdir = Path(args.workdir).resolve()
             workdir.mkdir(parents=True, exist_ok=True)
             results["trainer"] = bench_trainer(args.schedule, workdir, args.threads)
-            text += [f"## (b) nnU-Net seconds per iteration, phantom 32x48x48, schedule _{args.schedule}, "
-                     f"nnUNet_n_proc_DA=0", "",
-                     markdown(results["trainer"], ["trainer", "epochs_timed", "seconds_per_iteration",
-                                                   "ratio_to_nnUNetTrainer"]), ""]
+            results["trainer_schedule"] = args.schedule
+    text = []
+    if "render" in results:
+        text += ["## (a) GBA render, one 256x256x40 case, 15 tumour slices", "",
+                 markdown(results["render"], ["operation", "seconds_per_case", "ratio_to_naive"]), ""]
+    if "trainer" in results:
+        text += [f"## (b) nnU-Net seconds per iteration, phantom 32x48x48, schedule _{results['trainer_schedule']}, "
+                 f"nnUNet_n_proc_DA=0", "",
+                 markdown(results["trainer"], ["trainer", "epochs_timed", "seconds_per_iteration",
+                                               "ratio_to_nnUNetTrainer"]), ""]
     table = "\n".join(text)
     print(table)
     (OUTPUT / "bench_gba.md").write_text(table + "\n")
-    (OUTPUT / "bench_gba.json").write_text(json.dumps(results, indent=1))
-
+    results_file.write_text(json.dumps(results, indent=1))
 
 if __name__ == "__main__":
     main()
