@@ -16,8 +16,10 @@ and ``nnUNetv2_predict`` on (1) the centre-B test cases and (2) held-out centre-
 all). Prints a table of mean Dice per arm (per seed and averaged) and writes benchmarks/output/
 bench_gba_domain_shift.{md,json}. Resumable (finished trainings are skipped). Holds /tmp/nnunet_gen_cpu.lock.
 
-Budget: the issue measured that ~3000 iterations (``_20epochs`` = 5000 here; ~30 min per arm on a 2-core CPU) are
-needed before the shifted-centre Dice moves; ``--schedule smoke`` or ``demo`` only check that the pipeline runs.
+Budget: the issue measured that ~3000 iterations are needed before the shifted-centre Dice moves; ``_20epochs``
+(5000 iterations) takes 20-28 min per arm here with the default 16-128 features (one seed, three arms: 79 min, plus
+about 12 min for the phantom, SinGAN, renders and preprocessing). ``--schedule smoke`` or ``demo`` only check that the
+pipeline runs.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_gba_domain_shift.py --schedule 20epochs --seeds 0 1 2
 """
