@@ -102,6 +102,13 @@ def cmd_demo(args) -> None:
     run_demo(Path(args.workdir), args.seed, args.folds)
 
 
+def add_render_target(parser: argparse.ArgumentParser, default_suffix: str) -> None:
+    """The arguments every ``render`` generator shares: source ``-d``, new dataset ``-o`` and ``--name``."""
+    parser.add_argument("-d", required=True, help="source dataset ID or name")
+    parser.add_argument("-o", type=int, required=True, help="new dataset ID")
+    parser.add_argument("--name", help=f"new dataset name (default: source name + {default_suffix})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnunet-gen", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,9 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="pre-render synthetic cases into a new raw dataset").add_subparsers(
         dest="generator", required=True)
     s = render.add_parser("naive", help="naive tumour intensity rescaling (GBA paper eq. 5)")
-    s.add_argument("-d", required=True, help="source dataset ID or name")
-    s.add_argument("-o", type=int, required=True, help="new dataset ID")
-    s.add_argument("--name", help="new dataset name (default: source name + 'Naive')")
+    add_render_target(s, "'Naive'")
     s.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.8, 1.5])
     s.add_argument("--labels", type=int, nargs="+", default=[1], help="label values to rescale")
     s.add_argument("--overwrite", action="store_true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_gen.cli import add_render_target
 from nnunet_gen.errors import DataError
 
 #: Learned rows of the paper's Table 1, then its Table 3 ablations (``--train-all``; ``--table3`` adds the latter).
@@ -118,9 +119,7 @@ def add_commands(sub, render) -> None:
     s.set_defaults(func=cmd_arhnet_eval)
 
     s = render.add_parser("arh", help="Copy-Paste/CarveMix lesion composites harmonised by ARHNet")
-    s.add_argument("-d", required=True, help="source dataset ID or name")
-    s.add_argument("-o", type=int, required=True, help="new dataset ID")
-    s.add_argument("--name", help="new dataset name (default: source name + ARH / CopyPaste / CarveMix)")
+    add_render_target(s, "ARH / CopyPaste / CarveMix")
     s.add_argument("--checkpoint", help="ARHNet checkpoint from `nnunet-gen arhnet train`")
     s.add_argument("--no-harmonize", action="store_true", help="plain composites (the baseline arm)")
     s.add_argument("--num", type=int, default=200, help="number of composites (paper: 200)")

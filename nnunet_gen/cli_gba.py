@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_gen.cli import add_render_target
 from nnunet_gen.errors import DataError
 
 IMAGE_FOLDERS = ("imagesTr", "imagesTs", "imagesUnlabelledTr")
@@ -131,9 +132,7 @@ def add_commands(sub, render) -> None:
     s.set_defaults(func=cmd_singan_train)
 
     s = render.add_parser("gba", help="Generative Blending Augmentation (GBA paper section 3.3)")
-    s.add_argument("-d", required=True, help="source dataset ID or name")
-    s.add_argument("-o", type=int, required=True, help="new dataset ID")
-    s.add_argument("--name", help="new dataset name (default: source name + 'GBA')")
+    add_render_target(s, "'GBA'")
     s.add_argument("--singan", help="SinGAN checkpoint (.safetensors); optional with --no-blend --rules fixed")
     s.add_argument("--labels", type=int, nargs="+", default=[1], help="label values whose intensities are altered")
     s.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.8, 1.5], help="--rules fixed: alphas")
