@@ -12,14 +12,12 @@ are taken between medians measured in this one run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Callable
 
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
 from nnunet_gen.evaluation import case_metrics
+from timing import median_seconds
 
 SHAPE = (100, 256, 256)  # z, y, x
 SPACING = (2.0, 0.5, 0.6)  # mm, array axis order
@@ -47,15 +45,6 @@ def uncropped_assd_hd95(prediction: np.ndarray, reference: np.ndarray, label: in
     ref_to_pred = distance_transform_edt(~surfaces[0], sampling=SPACING)[surfaces[1]]
     return ((pred_to_ref.mean() + ref_to_pred.mean()) / 2,
             float(np.percentile(np.concatenate([pred_to_ref, ref_to_pred]), 95)))
-
-
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
