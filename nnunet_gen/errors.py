@@ -9,3 +9,7 @@ class DataError(ValueError):
         self.where = where
         self.problem = problem
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):
+        """Picklable with its own arguments, so it crosses process pools and submitit jobs intact."""
+        return DataError, (self.where, self.problem)

@@ -35,7 +35,10 @@ class FoldFailed(DataError):
     def __init__(self, job: TrainJob, returncode: int | str):
         super().__init__(job.name, f"failed (exit {returncode}); see {job.log}. Fix the cause and rerun the same "
                                    f"command: finished steps are not redone")
-        self.job = job
+        self.job, self.returncode = job, returncode
+
+    def __reduce__(self):
+        return FoldFailed, (self.job, self.returncode)
 
 
 def run_training_job(job: TrainJob, extra_env: dict[str, str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Raw dataset I/O: exact geometry, dataset resolution, validation, staged/atomic/resumable writes, manifest."""
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -31,6 +32,14 @@ def test_unreadable_file_gives_one_line_error(tmp_path):
     with pytest.raises(DataError) as e:
         read_image(tmp_path / "broken.nii.gz", where="case x")
     assert str(e.value).startswith("case x: cannot read broken.nii.gz") and "\n" not in str(e.value)
+
+
+def test_data_errors_survive_pickling_across_processes():
+    from nnunet_gen.executors import FoldFailed, TrainJob
+    error = pickle.loads(pickle.dumps(DataError("case x", "empty label")))
+    assert (error.where, error.problem, str(error)) == ("case x", "empty label", "case x: empty label")
+    failed = pickle.loads(pickle.dumps(FoldFailed(TrainJob("fold 0", ("true",), log="f.log"), 3)))
+    assert isinstance(failed, FoldFailed) and failed.returncode == 3 and str(failed).startswith("fold 0: failed (exit 3)")
 
 
 def _write_small_dataset(dataset_id=11, name="Small", overwrite=False, cases=3):
