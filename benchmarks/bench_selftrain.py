@@ -3,7 +3,8 @@
 Labelled set: centre-A phantom cases (bright tumours). Unlabelled pool: the centre-B images (dark tumours,
 ``imagesTs``), scored against ``labelsTs`` after every iteration (the pool's pseudo-labels are the predictions
 being improved, as in the CrossMoDA setting of the GBA paper). Each arm runs ``nnunet_gen.selftrain`` with the stock
-nnU-Net subprocesses on CPU, ``epsilon = 0`` so that every iteration runs. Overhead = (run time - time inside
+nnU-Net subprocesses (``--device cpu`` by default; ``--device cuda --executor parallel`` trains the folds at once on a
+GPU machine), ``epsilon = 0`` so that every iteration runs. Overhead = (run time - time inside
 nnU-Net training/prediction/preprocessing) / run time, from the run's state file.
 
 CPU budget flags: ``--folds``, ``--schedule`` (trainer schedule suffix), ``--iterations``, ``--base-features``
@@ -39,6 +40,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads of each nnU-Net process")
     p.add_argument("--workdir", default="benchmarks/output/selftrain")
+    p.add_argument("--confidence", type=float,
+                   help="pseudo-label voxels whose ensemble probability is below this become the ignore label")
+    p.add_argument("--device", default="cpu", help="nnU-Net training and prediction: cpu or cuda")
+    p.add_argument("--executor", choices=["local", "parallel"], default="local",
+                   help="parallel: --workers folds train at once (they share the GPUs)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--n-proc-da", type=int, default=0, help="nnUNet_n_proc_DA of each training")
     p.add_argument("--lock", default="/tmp/nnunet_gen_cpu.lock")
     return p.parse_args()
 
@@ -59,6 +67,7 @@ def main() -> None:
     from nnunet_gen.imageio import write_text
     from nnunet_gen.phantom import write_phantom_dataset
     from nnunet_gen.plans import derive_plans, plan_and_preprocess
+    from nnunet_gen.executors import ParallelExecutor, SequentialExecutor
     from nnunet_gen.selftrain import NnUNetBackend, SelfTrainConfig, SelfTraining
 
     with open(args.lock, "w") as lock:
@@ -75,10 +84,13 @@ def main() -> None:
             trainer = f"{ARMS[arm]}_{args.schedule}"
             config = SelfTrainConfig(labelled=labelled.name, unlabelled=str(labelled / "imagesTs"),
                                      output_id_base=940 + 10 * index, trainer=trainer, plans=PLANS,
-                                     folds=tuple(args.folds), iterations=args.iterations, epsilon=0.0)
-            backend = NnUNetBackend(trainer, plans=PLANS, folds=args.folds, device="cpu", num_processes=1,
-                                    train_env={"nnUNet_n_proc_DA": "0"})
-            run = SelfTraining(config, backend, workdir=workdir / f"run_{arm}")
+                                     folds=tuple(args.folds), iterations=args.iterations, epsilon=0.0,
+                                     confidence=args.confidence)
+            backend = NnUNetBackend(trainer, plans=PLANS, folds=args.folds, device=args.device, num_processes=1,
+                                    train_env={"nnUNet_n_proc_DA": str(args.n_proc_da)})
+            executor = (ParallelExecutor(args.workers) if args.executor == "parallel"
+                        else SequentialExecutor())
+            run = SelfTraining(config, backend, executor, workdir=workdir / f"run_{arm}")
             start = time.perf_counter()
             run.run()
             wall = time.perf_counter() - start
@@ -99,7 +111,8 @@ def main() -> None:
 
     lines = [f"Self-training on the two-centre phantom: {args.cases_a} centre-A labelled, {args.cases_b} centre-B "
              f"unlabelled (scored with labelsTs), shape {args.shape}, folds {args.folds}, schedule "
-             f"{args.schedule}, base features {args.base_features}, {args.threads} thread(s), CPU", "",
+             f"{args.schedule}, base features {args.base_features}, {args.threads} thread(s), device {args.device}, "
+             f"executor {args.executor} ({args.workers} worker(s)), confidence filter {args.confidence}", "",
              "| arm | iteration | centre-B Dice (fold ensemble) | centre-B Dice (largest component) |",
              "|---|---|---|---|"]
     for r in results:
