@@ -1,8 +1,9 @@
 """ARHNet benchmarks on seeded phantoms (CPU): (a) the paper's Table 1 (and optionally Table 3) on held-out perturbed
-lesions, (b) harmonisation throughput, (c) downstream nnU-Net Dice: real only vs + Copy-Paste vs + ARH composites.
+lesions, (b) harmonisation throughput, (c) downstream nnU-Net Dice on held-out real cases: real only vs + Copy-Paste
+vs + ARH composites (the paper's Table 2 in direction; ``--down-cases`` small makes the task data-poor).
 
-Runs under ``flock /tmp/nnunet_gen_cpu.lock`` (taken by the script itself) with its own nnUNet_raw / preprocessed /
-results below ``--out``. Every budget is a flag; the defaults are what fits this 2-core CPU, not the paper's
+Runs under ``flock /tmp/nnunet_gen_cpu.lock`` (taken by the script itself; ``--lock``) with its own nnUNet_raw /
+preprocessed / results below ``--out``. Every budget is a flag; the defaults are what fits this 2-core CPU, not the paper's
 (200 epochs, batch 16, 64^3). Deviation for the budget: learning rates 10x the paper's (1e-3 G, 5e-4 D) unless
 ``--paper-lr``. Writes ``arh_bench.json`` (and the Table 1 CSV / PNG) under ``--out``.
 
@@ -108,10 +109,25 @@ def part_throughput(args, out: Path) -> dict:
             "depth": config.depth}
 
 
+def held_out_test_set(folder: Path, seed: int, count: int, shape: tuple[int, int, int]) -> Path:
+    """Centre-A phantom cases that no arm trains on (imagesTs/labelsTs layout), seeds disjoint from the dataset's."""
+    from nnunet_gen.imageio import Geometry, write_image
+    from nnunet_gen.phantom import phantom_case
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    for k in range(count):
+        case = f"test_{k:03d}"
+        if not (folder / "labelsTs" / f"{case}.nii.gz").is_file():
+            image, label = phantom_case(7_000_003 * (seed + 1) + k, "A", shape)
+            write_image(image, geometry, folder / "imagesTs" / f"{case}_0000.nii.gz")
+            write_image(label, geometry, folder / "labelsTs" / f"{case}.nii.gz")
+    return folder
+
+
 def part_downstream(args, out: Path) -> dict:
-    """(c) nnU-Net fold-0 validation Dice (real cases): nnUNetTrainer on real cases vs nnUNetTrainerARH on
-    + Copy-Paste and + ARH composites, same schedule, same validation cases."""
+    """(c) nnU-Net Dice on held-out real cases: nnUNetTrainer on the real cases vs nnUNetTrainerARH on + Copy-Paste
+    and + ARH composites, same schedule, each trained on all its cases (``-f all``)."""
     from nnunet_gen.demo import nnunet_env, run_stock
+    from nnunet_gen.evaluation import evaluate_folders, summarize
     from nnunet_gen.phantom import write_phantom_dataset
     from nnunet_gen.plans import plan_and_preprocess
     from nnunet_gen.render_arh import render_arh_dataset, train_on_dataset
@@ -122,6 +138,7 @@ def part_downstream(args, out: Path) -> dict:
     if not any(raw.glob(f"Dataset{SOURCE_ID}_*")):
         write_phantom_dataset(SOURCE_ID, "ArhDown", args.down_cases, 0, seed=args.seed + 1,
                               shape=tuple(args.down_shape))
+    test = held_out_test_set(root / "test", args.seed, args.test_cases, tuple(args.down_shape))
     checkpoint = root / "arhnet.safetensors"
     if not checkpoint.is_file():
         train_on_dataset(SOURCE_ID, checkpoint, harmonizer_config(args, "arhnet", (args.patch,) * 3),
@@ -139,23 +156,26 @@ def part_downstream(args, out: Path) -> dict:
     dice, seconds = {}, {}
     for arm, (dataset, trainer) in arms.items():
         folder = next((root / "nnUNet_results").glob(f"Dataset{dataset}_*"), None)
-        fold = None if folder is None else folder / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        fold = None if folder is None else folder / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_all"
         start = time.time()
         if fold is None or not (fold / "checkpoint_final.pth").is_file():
-            run_stock(["nnUNetv2_train", str(dataset), "3d_fullres", "0", "-tr", trainer, "-device", args.device],
+            run_stock(["nnUNetv2_train", str(dataset), "3d_fullres", "all", "-tr", trainer, "-device", args.device],
                       env, log)
         seconds[arm] = round(time.time() - start, 1)
-        fold = next((root / "nnUNet_results").glob(f"Dataset{dataset}_*")) / \
-            f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
-        summary = json.loads((fold / "validation" / "summary.json").read_text())
-        dice[arm] = summary["foreground_mean"]["Dice"]
-    print(f"\n(c) downstream, fold 0 validation Dice (real phantom cases), schedule '{args.schedule}', "
-          f"{args.num} composites, {args.down_cases} real cases {tuple(args.down_shape)}")
+        predictions = root / "predictions" / str(dataset)
+        if len(list(predictions.glob("*.nii.gz"))) < args.test_cases:
+            run_stock(["nnUNetv2_predict", "-i", str(test / "imagesTs"), "-o", str(predictions), "-d", str(dataset),
+                       "-c", "3d_fullres", "-tr", trainer, "-f", "all", "-device", args.device, "-npp", "1",
+                       "-nps", "1"], env, log)
+        rows = evaluate_folders(predictions, test / "labelsTs", [1], num_processes=1)
+        dice[arm] = float(summarize(rows)["1"]["Dice"]["mean"])
+    print(f"\n(c) downstream, Dice on {args.test_cases} held-out real phantom cases, schedule '{args.schedule}', "
+          f"{args.num} composites, {args.down_cases} real training cases {tuple(args.down_shape)}")
     print("| training data | Dice | train s |\n|---|---|---|")
     for arm in arms:
         print(f"| {arm} | {dice[arm]:.4f} | {seconds[arm]} |")
     return {"dice": dice, "train_seconds": seconds, "schedule": args.schedule, "composites": args.num,
-            "real_cases": args.down_cases, "shape": args.down_shape}
+            "real_cases": args.down_cases, "test_cases": args.test_cases, "shape": args.down_shape}
 
 
 def main() -> None:
@@ -176,16 +196,18 @@ def main() -> None:
     p.add_argument("--shape", type=int, nargs=3, default=[32, 48, 48])
     p.add_argument("--table3", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--down-cases", type=int, default=10)
+    p.add_argument("--down-cases", type=int, default=10, help="(c) real training cases (at least 5: grouped splits)")
+    p.add_argument("--test-cases", type=int, default=10, help="(c) held-out real cases the Dice is measured on")
     p.add_argument("--down-shape", type=int, nargs=3, default=[24, 32, 32])
     p.add_argument("--num", type=int, default=20, help="composites per composite arm (paper: 200)")
     p.add_argument("--schedule", default="demo", help="nnU-Net schedule suffix (smoke, demo, 5epochs, ...)")
+    p.add_argument("--lock", default=LOCK, help="file lock that serialises the heavy benchmarks on this machine")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     set_nnunet_dirs(out)  # before nnunetv2 is imported: it reads these variables once, at import
-    with open(LOCK, "w") as lock:
+    with open(args.lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results_file = out / "arh_bench.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
