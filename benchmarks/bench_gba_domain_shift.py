@@ -16,6 +16,10 @@ and ``nnUNetv2_predict`` on (1) the centre-B test cases and (2) held-out centre-
 all). Prints a table of mean Dice per arm (per seed and averaged) and writes benchmarks/output/
 bench_gba_domain_shift.{md,json}. Resumable (finished trainings are skipped). Holds /tmp/nnunet_gen_cpu.lock.
 
+``--target-centre C`` tests a texture shift instead: the test centre's tumours are centre B's plus a heterogeneous
+texture (``nnunet_gen.phantom``), which no alpha imitates; outputs go to ``bench_gba_domain_shift_centreC*``.
+``--arms`` runs a subset (baseline, naive, gba).
+
 Budget: the issue measured that ~3000 iterations are needed before the shifted-centre Dice moves; ``_20epochs``
 (5000 iterations) takes 20-28 min per arm here with the default 16-128 features (one seed, three arms: 79 min, plus
 about 12 min for the phantom, SinGAN, renders and preprocessing). ``--schedule smoke`` or ``demo`` only check that the
@@ -45,6 +49,7 @@ OUTPUT = REPO / "benchmarks" / "output"
 LOCK = "/tmp/nnunet_gen_cpu.lock"
 SOURCE, NAIVE, GBA = 971, 972, 973
 PLANS = "nnUNetPlansSmall"
+ARM_KEYS = {"nnUNetTrainer": "baseline", "naive (render gba --no-blend)": "naive", "GBA": "gba"}
 
 
 def held_out_dark_tumours(folder: Path, seed: int, count: int, shape: tuple[int, int, int]) -> Path:
@@ -72,19 +77,21 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
 
     workdir = Path(args.workdir).resolve() / f"seed{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
-    log = OUTPUT / f"bench_gba_domain_shift_seed{seed}.log"
+    log = OUTPUT / f"{args.stem}_seed{seed}.log"
     env = nnunet_env(workdir)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                            "nnUNet_def_n_proc")})
     raw = workdir / "nnUNet_raw"
     names = {SOURCE: "Dataset971_Shift", NAIVE: "Dataset972_ShiftNaive", GBA: "Dataset973_ShiftGBA"}
-    singan = workdir / "singan_centreB.safetensors"
+    singan = workdir / f"singan_centre{args.target_centre}.safetensors"
     if not (raw / names[SOURCE]).is_dir():
         assert nnunet_gen(["phantom", "-d", str(SOURCE), "--name", "Shift", "--cases-a", str(args.cases_a),
-                           "--cases-b", str(args.cases_b), "--shape", *map(str, args.shape), "--seed", str(seed)]) == 0
+                           "--cases-b", str(args.cases_b), "--shape", *map(str, args.shape), "--seed", str(seed),
+                           "--target-centre", args.target_centre]) == 0
     if not singan.is_file():
-        assert nnunet_gen(["singan", "train", "-d", str(SOURCE), "--case", "phantomB_000", "--images-folder",
-                           "imagesTs", "-o", str(singan), "--min-size", str(args.singan_min_size), "--max-size",
+        assert nnunet_gen(["singan", "train", "-d", str(SOURCE), "--case", f"phantom{args.target_centre}_000",
+                           "--images-folder", "imagesTs", "-o", str(singan), "--min-size", str(args.singan_min_size),
+                           "--max-size",
                            str(max(args.shape[1:])), "--iters", str(args.singan_iters), "--seed", str(seed),
                            "--device", args.device, "--threads", str(args.threads)]) == 0
     common = ["--alphas", *map(str, args.alphas), "--seed", str(seed), "--dilation", str(args.dilation),
@@ -105,6 +112,7 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     arms = {"nnUNetTrainer": (SOURCE, f"nnUNetTrainer_{args.schedule}"),
             "naive (render gba --no-blend)": (NAIVE, f"nnUNetTrainerGBA_{args.schedule}"),
             "GBA": (GBA, f"nnUNetTrainerGBA_{args.schedule}")}
+    arms = {arm: dataset_trainer for arm, dataset_trainer in arms.items() if ARM_KEYS[arm] in args.arms}
     train_env = {**env, "nnUNet_n_proc_DA": str(args.n_proc_da), "OMP_NUM_THREADS": str(args.threads)}
 
     def train_and_score(dataset: int, trainer: str) -> dict[str, float]:
@@ -113,7 +121,7 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
             run_stock(["nnUNetv2_train", str(dataset), "3d_fullres", "all", "-tr", trainer, "-p", PLANS,
                        "-device", args.device], train_env, log)
         scores = {}
-        for test_name, images, labels in (("centre B", raw / names[SOURCE] / "imagesTs",
+        for test_name, images, labels in ((f"centre {args.target_centre}", raw / names[SOURCE] / "imagesTs",
                                            raw / names[SOURCE] / "labelsTs"),
                                           ("held-out centre A, tumour x0.5", dark / "imagesTs", dark / "labelsTs")):
             out = workdir / "predictions" / test_name.split(",")[0].replace(" ", "_") / trainer / str(dataset)
@@ -137,7 +145,10 @@ def main() -> None:
                         help="smoke, demo (100 it), 1epoch (250), 5epochs (1250), 20epochs (5000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--cases-a", type=int, default=10)
-    parser.add_argument("--cases-b", type=int, default=6)
+    parser.add_argument("--cases-b", type=int, default=6, help="target-centre test cases")
+    parser.add_argument("--target-centre", choices=["B", "C"], default="B",
+                        help="B: tumour-intensity shift; C: B plus a heterogeneous tumour texture (texture shift)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARM_KEYS.values()), default=list(ARM_KEYS.values()))
     parser.add_argument("--shape", type=int, nargs=3, default=[24, 32, 32])
     parser.add_argument("--features", type=int, nargs=2, default=[16, 128], help="network width: base, max")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.8, 1.5])
@@ -152,8 +163,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="nnU-Net training/prediction and SinGAN: cpu or cuda")
     parser.add_argument("--parallel", action="store_true",
                         help="seeds in separate processes, each seed's three trainings at once (many cores / GPU)")
-    parser.add_argument("--workdir", default=str(OUTPUT / "bench_gba_domain_shift_work"))
+    parser.add_argument("--workdir", help="default: benchmarks/output/<output name>_work")
     args = parser.parse_args()
+    args.stem = "bench_gba_domain_shift" + ("" if args.target_centre == "B" else f"_centre{args.target_centre}")
+    args.workdir = args.workdir or str(OUTPUT / f"{args.stem}_work")
     OUTPUT.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(LOCK, "w") as lock:
@@ -167,7 +180,7 @@ def main() -> None:
     tests = list(next(iter(per_seed.values()))[arms[0]])
     lines = [f"schedule _{args.schedule}, seeds {args.seeds}, features {args.features}, device {args.device}, "
              f"{time.time() - start:.0f} s", "",
-             "| arm | " + " | ".join(f"{t} Dice (mean over seeds)" for t in tests) + " | per seed (centre B) |",
+             "| arm | " + " | ".join(f"{t} Dice (mean over seeds)" for t in tests) + f" | per seed ({tests[0]}) |",
              "|---|" + "---|" * (len(tests) + 1)]
     for arm in arms:
         means = [statistics.mean(per_seed[s][arm][t] for s in args.seeds) for t in tests]
@@ -175,8 +188,8 @@ def main() -> None:
         lines.append(f"| {arm} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {seeds} |")
     table = "\n".join(lines)
     print(table)
-    (OUTPUT / "bench_gba_domain_shift.md").write_text(table + "\n")
-    (OUTPUT / "bench_gba_domain_shift.json").write_text(json.dumps(
+    (OUTPUT / f"{args.stem}.md").write_text(table + "\n")
+    (OUTPUT / f"{args.stem}.json").write_text(json.dumps(
         {"command": " ".join(sys.argv), "args": vars(args), "dice": {str(s): v for s, v in per_seed.items()}},
         indent=1))
 

@@ -40,7 +40,7 @@ def cmd_ext_trainer(args) -> None:
 def cmd_phantom(args) -> None:
     from nnunet_gen.phantom import write_phantom_dataset
     path = write_phantom_dataset(args.d, args.name, args.cases_a, args.cases_b, args.seed, tuple(args.shape),
-                                 tuple(args.spacing), args.overwrite)
+                                 tuple(args.spacing), args.overwrite, args.target_centre)
     print(path)
 
 
@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-d", type=int, required=True, help="dataset ID")
     s.add_argument("--name", default="Phantom")
     s.add_argument("--cases-a", type=int, default=10, help="labelled centre-A training cases")
-    s.add_argument("--cases-b", type=int, default=6, help="centre-B cases (imagesTs/labelsTs)")
+    s.add_argument("--cases-b", type=int, default=6, help="target-centre cases (imagesTs/labelsTs)")
+    s.add_argument("--target-centre", choices=["B", "C"], default="B",
+                   help="B: dark tumours; C: dark tumours with a heterogeneous texture (texture shift)")
     s.add_argument("--shape", type=int, nargs=3, default=[32, 48, 48], metavar=("Z", "Y", "X"))
     s.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"))
     s.add_argument("--seed", type=int, default=0)

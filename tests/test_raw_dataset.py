@@ -3,6 +3,7 @@ import json
 import pickle
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import SimpleITK as sitk
 
@@ -149,3 +150,16 @@ def test_phantom_is_seeded_and_centres_differ(nnunet_dirs):
     folder = write_phantom_dataset(21, "Ph", 3, 2, shape=(12, 16, 16))
     assert RawDataset(folder).case_ids() == ["phantomA_000", "phantomA_001", "phantomA_002"]
     assert RawDataset(folder).case_ids("labelsTs") == ["phantomB_000", "phantomB_001"]
+
+
+def test_phantom_centre_c_changes_only_the_tumour_texture(nnunet_dirs):
+    b, label_b = phantom_case(5, "B", (24, 32, 32))
+    c, label_c = phantom_case(5, "C", (24, 32, 32))
+    np.testing.assert_array_equal(label_b, label_c)
+    far = ndimage.binary_dilation(label_b == 1, np.ones((3, 3, 3)), iterations=3) == 0  # beyond the 0.6 px blur
+    np.testing.assert_array_equal(b[far], c[far])
+    tumour = label_b == 1
+    assert c[tumour].std() > 1.5 * b[tumour].std()
+    assert abs(np.median(c[tumour]) - np.median(b[tumour])) < 0.2 * np.median(b[tumour])
+    folder = write_phantom_dataset(22, "PhC", 1, 2, shape=(12, 16, 16), target_centre="C")
+    assert RawDataset(folder).case_ids("labelsTs") == ["phantomC_000", "phantomC_001"]
