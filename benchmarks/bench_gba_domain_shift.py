@@ -23,9 +23,9 @@ texture (``nnunet_gen.phantom``), which no alpha imitates; outputs go to ``bench
 Budget: the issue measured that ~3000 iterations are needed before the shifted-centre Dice moves; ``_20epochs``
 (5000 iterations) takes 20-28 min per arm here with the default 16-128 features (one seed, three arms: 79 min, plus
 about 12 min for the phantom, SinGAN, renders and preprocessing). ``--schedule smoke`` or ``demo`` only check that the
-pipeline runs. ``--parallel`` (for a GPU machine with many cores) runs the seeds in separate processes and each seed's
-three trainings at once; ``--device cuda`` also trains and runs the SinGAN on the GPU (an H100 with 16 cores did all
-three seeds, nine trainings at once, in 630 s).
+pipeline runs. ``--parallel`` (GPU only: on CPU, nnUNetv2_train gives every training all cores) runs the seeds in
+separate processes and each seed's three trainings at once; ``--device cuda`` also trains and runs the SinGAN on the
+GPU (an H100 with 16 cores did all three seeds, nine trainings at once, in 630 s).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_gba_domain_shift.py --schedule 20epochs --seeds 0 1 2
     PYTHONPATH=. python benchmarks/bench_gba_domain_shift.py --schedule 20epochs --seeds 0 1 2 --parallel \
@@ -165,6 +165,10 @@ def main() -> None:
                         help="seeds in separate processes, each seed's three trainings at once (many cores / GPU)")
     parser.add_argument("--workdir", help="default: benchmarks/output/<output name>_work")
     args = parser.parse_args()
+    if args.parallel and args.device == "cpu":
+        parser.error("--parallel needs --device cuda: on CPU nnUNetv2_train sets torch to all cores per training, "
+                     "so parallel trainings oversubscribe the CPU (on 2 cores, four of them had not finished one "
+                     "250-iteration epoch after 18 min)")
     args.stem = "bench_gba_domain_shift" + ("" if args.target_centre == "B" else f"_centre{args.target_centre}")
     args.workdir = args.workdir or str(OUTPUT / f"{args.stem}_work")
     OUTPUT.mkdir(parents=True, exist_ok=True)
