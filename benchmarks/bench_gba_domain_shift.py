@@ -91,9 +91,8 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     if not singan.is_file():
         assert nnunet_gen(["singan", "train", "-d", str(SOURCE), "--case", f"phantom{args.target_centre}_000",
                            "--images-folder", "imagesTs", "-o", str(singan), "--min-size", str(args.singan_min_size),
-                           "--max-size",
-                           str(max(args.shape[1:])), "--iters", str(args.singan_iters), "--seed", str(seed),
-                           "--device", args.device, "--threads", str(args.threads)]) == 0
+                           "--max-size", str(max(args.shape[1:])), "--iters", str(args.singan_iters),
+                           "--seed", str(seed), "--device", args.device, "--threads", str(args.threads)]) == 0
     common = ["--alphas", *map(str, args.alphas), "--seed", str(seed), "--dilation", str(args.dilation),
               "--sigma", str(args.sigma), "--threads", str(args.threads), "--device", args.device]
     if not (raw / names[NAIVE]).is_dir():
