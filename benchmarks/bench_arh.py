@@ -35,7 +35,7 @@ def set_nnunet_dirs(root: Path) -> dict[str, str]:
 
 
 def harmonizer_config(args, method: str, patch: tuple[int, int, int]):
-    from nnunet_gen.render_arh import make_config
+    from nnunet_gen.generators.arh import make_config
     lrs = {} if args.paper_lr else {"generator_lr": 1e-3, "discriminator_lr": 5e-4}
     return make_config(method, patch, iterations=args.iterations, batch_size=args.batch_size,
                        base_channels=args.base_channels, depth=args.depth, discriminator_channels=args.base_channels,
@@ -44,10 +44,10 @@ def harmonizer_config(args, method: str, patch: tuple[int, int, int]):
 
 def part_table(args, out: Path) -> dict:
     """(a) Table 1 (+ Table 3 with --table3) on the held-out phantom cases; ARHNet vs Composite and HM."""
+    from nnunet_gen.convert.phantom import write_phantom_dataset
+    from nnunet_gen.generators.arh import evaluate_on_dataset, holdout_split, lesion_case_groups, load_lesion_cases
+    from nnunet_gen.io.raw_dataset import RawDataset
     from synth.arhnet import format_metric_table, save_harmonizer, train_harmonizer
-    from nnunet_gen.phantom import write_phantom_dataset
-    from nnunet_gen.raw_dataset import RawDataset
-    from nnunet_gen.render_arh import evaluate_on_dataset, holdout_split, lesion_case_groups, load_lesion_cases
     if not any((out / "nnUNet_raw").glob(f"Dataset{TABLE_ID}_*")):
         write_phantom_dataset(TABLE_ID, "ArhTable", args.table_cases, 0, seed=args.seed, shape=tuple(args.shape))
     raw = RawDataset.find(TABLE_ID)
@@ -111,8 +111,8 @@ def part_throughput(args, out: Path) -> dict:
 
 def held_out_test_set(folder: Path, seed: int, count: int, shape: tuple[int, int, int]) -> Path:
     """Centre-A phantom cases that no arm trains on (imagesTs/labelsTs layout), seeds disjoint from the dataset's."""
-    from nnunet_gen.imageio import Geometry, write_image
-    from nnunet_gen.phantom import phantom_case
+    from nnunet_gen.convert.phantom import phantom_case
+    from nnunet_gen.io.images import Geometry, write_image
     geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     for k in range(count):
         case = f"test_{k:03d}"
@@ -126,13 +126,15 @@ def held_out_test_set(folder: Path, seed: int, count: int, shape: tuple[int, int
 def part_downstream(args, out: Path) -> dict:
     """(c) nnU-Net Dice on held-out real cases: nnUNetTrainer on the real cases vs nnUNetTrainerARH on + Copy-Paste
     and + ARH composites, same schedule, each trained on all its cases (``-f all``)."""
-    from nnunet_gen.demo import nnunet_env, run_stock
-    from nnunet_gen.evaluation import evaluate_folders, summarize
-    from nnunet_gen.phantom import write_phantom_dataset
-    from nnunet_gen.plans import plan_and_preprocess
-    from nnunet_gen.render_arh import render_arh_dataset, train_on_dataset
+    from nnunet_gen.convert.phantom import write_phantom_dataset
+    from nnunet_gen.evaluation.metrics import evaluate_folders
+    from nnunet_gen.evaluation.summary import summarize
+    from nnunet_gen.generators.arh import train_on_dataset
+    from nnunet_gen.preprocess import plan_and_preprocess
+    from nnunet_gen.render.arh import render_arh_dataset
+    from nnunet_gen.run.nnunet import run_stock, workdir_environment
     root = out
-    env = {**nnunet_env(root), "nnUNet_n_proc_DA": "0"}
+    env = {**workdir_environment(root), "nnUNet_n_proc_DA": "0"}
     raw = root / "nnUNet_raw"
     log = root / "nnunet.log"
     if not any(raw.glob(f"Dataset{SOURCE_ID}_*")):
@@ -216,7 +218,7 @@ def main() -> None:
             start = time.time()
             results[part] = {**parts[part](args, out), "seconds": round(time.time() - start, 1),
                              "command": " ".join(sys.argv), "budget": vars(args)}
-            from nnunet_gen.imageio import write_text
+            from nnunet_gen.io.files import write_text
             write_text(results_file, json.dumps(results, indent=1))
         print(f"\nwrote {results_file}")
 

@@ -1,7 +1,7 @@
 """GBA cost: (a) render throughput of one 256x256x40 case, (b) nnU-Net seconds per iteration, GBA vs baseline.
 
 (a) ``render``: one brain-like 256x256x40 case (phantom texture) with a tumour spanning 15 axial slices, rendered by
-:class:`nnunet_gen.gba.GenerativeBlending` retaining 3 and 4 generators (the paper's two injection scales), and by
+:class:`nnunet_gen.augment.gba.GenerativeBlending` retaining 3 and 4 generators (the paper's two injection scales), and by
 the naive path (``blend=False``, same code), plus the NIfTI write of one copy. The SinGAN has the architecture a
 256x256 slice gets at the paper's defaults (scale factor 0.75, min size 25, max size 250: 10 scales 25..250 px,
 32 -> 128 filters, 5 conv layers each) with freshly initialised weights: training it takes hours on this CPU, and
@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from timing import median_seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,9 +54,9 @@ def untrained_singan(slice_shape: tuple[int, int]):
 
 
 def bench_render(repeats: int) -> list[dict]:
-    from nnunet_gen.gba import GenerativeBlending
-    from nnunet_gen.imageio import Geometry, write_image
-    from nnunet_gen.phantom import phantom_case
+    from nnunet_gen.augment.gba import GenerativeBlending
+    from nnunet_gen.convert.phantom import phantom_case
+    from nnunet_gen.io.images import Geometry, write_image
 
     image, _ = phantom_case(0, "A", shape=(40, 256, 256))
     zz, yy, xx = np.indices(image.shape)
@@ -93,11 +92,11 @@ def _epoch_seconds(log_folder: Path) -> list[float]:
 def bench_trainer(schedule: str, workdir: Path, threads: int) -> list[dict]:
     """Phantom -> GBA render -> three trainers on fold 0, same plans (see module docstring)."""
     from nnunet_gen.cli import main as nnunet_gen
-    from nnunet_gen.demo import nnunet_env
-    from nnunet_gen.plans import is_preprocessed, plan_and_preprocess
+    from nnunet_gen.preprocess import is_preprocessed, plan_and_preprocess
+    from nnunet_gen.run.nnunet import workdir_environment
     from nnunet_gen.training.schedules import SCHEDULES
 
-    env = nnunet_env(workdir)
+    env = workdir_environment(workdir)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                            "nnUNet_def_n_proc")})
     singan = workdir / "singan_48.safetensors"

@@ -4,7 +4,7 @@ Per phantom seed (its own nnUNet_raw/preprocessed/results under ``--workdir``): 
 (bright tumours), centre-B test cases (dark tumours, other contrast and noise); a SinGAN trained on ONE centre-B
 slice (the target modality, unlabelled: the paper's setting); ``render gba --no-blend`` (naive) and ``render gba``
 (GBA) with the same alphas, scales and seeds; every dataset keeps the source's plans, narrowed to a small network
-(``nnunet_gen.plans.derive_plans``, features ``--features``) so the iterations are affordable; then stock
+(``nnunet_gen.preprocess.derive_plans``, features ``--features``) so the iterations are affordable; then stock
 ``nnUNetv2_train -f all`` for the three arms with one schedule (same iterations, same plans):
 
 * baseline: ``nnUNetTrainer_<schedule>`` on the source,
@@ -17,7 +17,7 @@ all). Prints a table of mean Dice per arm (per seed and averaged) and writes ben
 bench_gba_domain_shift.{md,json}. Resumable (finished trainings are skipped). Holds /tmp/nnunet_gen_cpu.lock.
 
 ``--target-centre C`` tests a texture shift instead: the test centre's tumours are centre B's plus a heterogeneous
-texture (``nnunet_gen.phantom``), which no alpha imitates; outputs go to ``bench_gba_domain_shift_centreC*``.
+texture (``nnunet_gen.convert.phantom``), which no alpha imitates; outputs go to ``bench_gba_domain_shift_centreC*``.
 ``--arms`` runs a subset (baseline, naive, gba).
 
 Budget: the issue measured that ~3000 iterations are needed before the shifted-centre Dice moves; ``_20epochs``
@@ -54,9 +54,9 @@ ARM_KEYS = {"nnUNetTrainer": "baseline", "naive (render gba --no-blend)": "naive
 
 def held_out_dark_tumours(folder: Path, seed: int, count: int, shape: tuple[int, int, int]) -> Path:
     """Centre-A cases not used in training, tumour intensities x 0.5 (nnU-Net imagesTs/labelsTs layout)."""
-    from nnunet_gen.imageio import Geometry, write_image
-    from nnunet_gen.naive_rescale import NaiveRescale
-    from nnunet_gen.phantom import phantom_case
+    from nnunet_gen.augment.naive_rescale import NaiveRescale
+    from nnunet_gen.convert.phantom import phantom_case
+    from nnunet_gen.io.images import Geometry, write_image
 
     geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     for k in range(count):
@@ -71,14 +71,15 @@ def held_out_dark_tumours(folder: Path, seed: int, count: int, shape: tuple[int,
 
 def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     from nnunet_gen.cli import main as nnunet_gen
-    from nnunet_gen.demo import nnunet_env, run_stock
-    from nnunet_gen.evaluation import evaluate_folders, summarize
-    from nnunet_gen.plans import derive_plans, is_preprocessed, plan_and_preprocess
+    from nnunet_gen.evaluation.metrics import evaluate_folders
+    from nnunet_gen.evaluation.summary import summarize
+    from nnunet_gen.preprocess import derive_plans, is_preprocessed, plan_and_preprocess
+    from nnunet_gen.run.nnunet import run_stock, workdir_environment
 
     workdir = Path(args.workdir).resolve() / f"seed{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
     log = OUTPUT / f"{args.stem}_seed{seed}.log"
-    env = nnunet_env(workdir)
+    env = workdir_environment(workdir)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                            "nnUNet_def_n_proc")})
     raw = workdir / "nnUNet_raw"

@@ -1,4 +1,4 @@
-"""Time nnunet_gen.evaluation's Dice/ASSD/HD95 against nnU-Net v2's Dice on a 256x256x100 pair.
+"""Time nnunet_gen.evaluation.metrics's Dice/ASSD/HD95 against nnU-Net v2's Dice on a 256x256x100 pair.
 
 Two overlapping ellipsoids (anisotropic spacing 0.6 x 0.5 x 2.0 mm) stand in for a prediction and a reference.
 nnU-Net v2 computes Dice only (``region_or_label_to_mask`` + ``compute_tp_fp_fn_tn``, as its ``compute_metrics``
@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
-
-from nnunet_gen.evaluation import case_metrics
 from timing import median_seconds
+
+from nnunet_gen.evaluation.metrics import case_metrics
 
 SHAPE = (100, 256, 256)  # z, y, x
 SPACING = (2.0, 0.5, 0.6)  # mm, array axis order
@@ -37,7 +37,7 @@ def nnunet_dice(prediction: np.ndarray, reference: np.ndarray, label: int) -> fl
 
 
 def uncropped_assd_hd95(prediction: np.ndarray, reference: np.ndarray, label: int) -> tuple[float, float]:
-    """Same definitions as nnunet_gen.evaluation, on the whole volume."""
+    """Same definitions as nnunet_gen.evaluation.metrics, on the whole volume."""
     structure = generate_binary_structure(3, 1)
     masks = [prediction == label, reference == label]
     surfaces = [m & ~binary_erosion(m, structure=structure, border_value=0) for m in masks]

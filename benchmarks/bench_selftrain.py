@@ -2,13 +2,13 @@
 
 Labelled set: centre-A phantom cases (bright tumours). Unlabelled pool: the centre-B images (dark tumours,
 ``imagesTs``), scored against ``labelsTs`` after every iteration (the pool's pseudo-labels are the predictions
-being improved, as in the CrossMoDA setting of the GBA paper). Each arm runs ``nnunet_gen.selftrain`` with the stock
+being improved, as in the CrossMoDA setting of the GBA paper). Each arm runs ``nnunet_gen.selftrain.loop`` with the stock
 nnU-Net subprocesses (``--device cpu`` by default; ``--device cuda --executor parallel`` trains the folds at once on a
 GPU machine), ``epsilon = 0`` so that every iteration runs. Overhead = (run time - time inside
 nnU-Net training/prediction/preprocessing) / run time, from the run's state file.
 
 CPU budget flags: ``--folds``, ``--schedule`` (trainer schedule suffix), ``--iterations``, ``--base-features``
-(a narrower network through ``nnunet_gen.plans.derive_plans``, the same for every arm), phantom size. The script
+(a narrower network through ``nnunet_gen.preprocess.derive_plans``, the same for every arm), phantom size. The script
 holds ``/tmp/nnunet_gen_cpu.lock`` while it runs. Outputs under ``benchmarks/output/selftrain/``.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_selftrain.py --arms baseline --folds 0 --iterations 1
@@ -63,12 +63,14 @@ def main() -> None:
     import torch
     torch.set_num_threads(args.threads)
 
-    from nnunet_gen.evaluation import evaluate_folders, summarize
-    from nnunet_gen.imageio import write_text
-    from nnunet_gen.phantom import write_phantom_dataset
-    from nnunet_gen.plans import derive_plans, plan_and_preprocess
-    from nnunet_gen.executors import ParallelExecutor, SequentialExecutor
-    from nnunet_gen.selftrain import NnUNetBackend, SelfTrainConfig, SelfTraining
+    from nnunet_gen.convert.phantom import write_phantom_dataset
+    from nnunet_gen.evaluation.metrics import evaluate_folders
+    from nnunet_gen.evaluation.summary import summarize
+    from nnunet_gen.io.files import write_text
+    from nnunet_gen.preprocess import derive_plans, plan_and_preprocess
+    from nnunet_gen.run.executors import ParallelExecutor, SequentialExecutor
+    from nnunet_gen.run.nnunet import NnUNetBackend
+    from nnunet_gen.selftrain import SelfTrainConfig, SelfTraining
 
     with open(args.lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

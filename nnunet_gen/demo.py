@@ -7,48 +7,28 @@ Everything is written below ``workdir`` (its own nnUNet_raw/preprocessed/results
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-
-from nnunet_gen.cli import trainer_folder
-from nnunet_gen.evaluation import evaluate_folders, summarize, write_reports
-from nnunet_gen.figures import slice_montage, tumour_slice
-from nnunet_gen.imageio import read_image, write_text
-from nnunet_gen.manifest import Manifest
-from nnunet_gen.phantom import write_phantom_dataset
-from nnunet_gen.plans import derive_plans, is_preprocessed, plan_and_preprocess
-from nnunet_gen.raw_dataset import RawDataset
-from nnunet_gen.render import naive_renderer, render_dataset
+from nnunet_gen.convert.phantom import write_phantom_dataset
+from nnunet_gen.evaluation.metrics import evaluate_folders
+from nnunet_gen.evaluation.reports import write_reports
+from nnunet_gen.evaluation.summary import summarize
+from nnunet_gen.io.files import write_text
+from nnunet_gen.io.images import read_image
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import RawDataset
+from nnunet_gen.preprocess import derive_plans, is_preprocessed, plan_and_preprocess
+from nnunet_gen.qc.figures import slice_montage, tumour_slice
+from nnunet_gen.render.dataset import render_dataset
+from nnunet_gen.render.naive import naive_renderer
+from nnunet_gen.run.nnunet import run_stock, workdir_environment
 
 SOURCE_ID, NAIVE_ID = 991, 992
 #: A narrow network (8 features doubling to 64) so ten CPU trainings fit in minutes; both arms use it.
 DEMO_PLANS = "nnUNetPlansDemo"
 ARMS = {"baseline": "nnUNetTrainer_demo", "naive rescale": "nnUNetTrainerNaiveRescale_demo"}
-
-
-def nnunet_env(workdir: Path) -> dict[str, str]:
-    """Environment for the stock commands: our folders, our trainers, CPU-friendly settings."""
-    return {**os.environ, "nnUNet_raw": str(workdir / "nnUNet_raw"),
-            "nnUNet_preprocessed": str(workdir / "nnUNet_preprocessed"),
-            "nnUNet_results": str(workdir / "nnUNet_results"), "nnUNet_extTrainer": str(trainer_folder()),
-            "nnUNet_compile": "f", "nnUNet_def_n_proc": "1"}
-
-
-def run_stock(command: Sequence[str], env: dict[str, str], log: Path) -> None:
-    """Run one nnU-Net command (from this interpreter's environment), output appended to ``log``."""
-    print("$", " ".join(command), flush=True)
-    command = [str(Path(sys.executable).parent / command[0]), *command[1:]]
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(command)}\n")
-        f.flush()
-        result = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = log.read_text().splitlines()[-15:]
-        raise RuntimeError(f"{command[0]} failed (exit {result.returncode}); last lines of {log}:\n" + "\n".join(tail))
 
 
 def train_and_predict(dataset: int, trainer: str, folds: Sequence[int], images: Path, out: Path,
@@ -94,7 +74,7 @@ def run_demo(workdir: Path, seed: int = 0, folds: Sequence[int] = (0, 1, 2, 3, 4
     """Run the whole demo (resumable: rerunning skips finished steps). Returns mean centre-B Dice per arm."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(workdir)
+    env = workdir_environment(workdir)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
     log = workdir / "nnunet.log"
     start = time.time()

@@ -22,9 +22,9 @@ Choices and deviations (on purpose):
   with which the 0.1 weight was tuned.
 * BatchNorm always normalises with the statistics of the current (single-image) batch, in training and inference
   (``track_running_stats=False``), so a frozen generator computes exactly what it was trained to compute. The reference
-  freezes generators in eval mode with running averages that mix random and reconstruction passes; on short budgets
-  that degraded the frozen generators here (32x32->40x40 image, 80 iterations: coarsest reconstruction RMSE 0.010
-  with batch statistics vs 0.058 with running averages). Every generator call therefore takes a batch of one image.
+  freezes generators in eval mode with running averages that mix random and reconstruction passes, which degraded
+  frozen generators on short budgets (numbers in the README). Every generator call therefore takes a batch of one
+  image.
 
 Known defects of the public reference implementation that this module avoids:
 * it quantises every pyramid resize through uint8 (256 grey levels); here all resizes are float
@@ -34,7 +34,7 @@ Known defects of the public reference implementation that this module avoids:
   ``optimizerG.step()``; here the fake is regenerated inside the generator loop. (The widely posted workaround of
   ``fake.detach_()`` silently removes the adversarial gradient, leaving only the reconstruction loss.)
 * its mask handling divides by the mask maximum and yields NaN for an empty mask; the GBA weighting mask
-  (``nnunet_gen.gba``) is never normalised by its maximum, and an empty mask returns the input unchanged.
+  (``nnunet_gen.augment.gba``) is never normalised by its maximum, and an empty mask returns the input unchanged.
 
 Checkpoints are one safetensors file (generators incl. BatchNorm statistics, the fixed noise z*) whose header metadata
 holds a JSON description (config, training image shape, intensity affine, scale shapes, noise amplitudes). The critics
@@ -43,7 +43,6 @@ are not saved: inference never needs them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -54,10 +53,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
+
+from synth.checkpoint import CheckpointError, load_tensors, save_tensors
 
 CHECKPOINT_FORMAT_VERSION = 1
 _METADATA_KEY = "singan"
@@ -329,32 +328,22 @@ class SinGAN:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write one safetensors file (atomic: temp file in the same folder, then ``os.replace``)."""
-        path = Path(path)
-        tensors = {"fixed_noise": self.fixed_noise.detach().cpu().contiguous()}
+        """Write one safetensors file atomically (:func:`synth.checkpoint.save_tensors`)."""
+        tensors = {"fixed_noise": self.fixed_noise}
         for scale, generator in enumerate(self.generators):
             for name, value in generator.state_dict().items():
-                tensors[f"generator.{scale}.{name}"] = value.detach().cpu().contiguous().clone()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(self._metadata())})
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        return path
+                tensors[f"generator.{scale}.{name}"] = value
+        return save_tensors(path, tensors, {_METADATA_KEY: json.dumps(self._metadata())})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
              expected_shape: Sequence[int] | None = None) -> "SinGAN":
-        """Load a checkpoint written by :meth:`save`; refuse (ValueError) if ``expected_shape`` differs from it."""
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            if _METADATA_KEY not in header:
-                raise ValueError(f"{path} is not a SinGAN checkpoint (no '{_METADATA_KEY}' metadata)")
-            meta = json.loads(header[_METADATA_KEY])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        if meta["format_version"] != CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(f"unsupported SinGAN checkpoint version {meta['format_version']}")
+        """Load a checkpoint written by :meth:`save`. Unusable files raise :class:`~synth.checkpoint.CheckpointError`;
+        a SinGAN of another slice shape than ``expected_shape`` raises ValueError."""
+        tensors, header = load_tensors(path, _METADATA_KEY)
+        meta = json.loads(header[_METADATA_KEY])
+        if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+            raise CheckpointError(f"{path}: unsupported SinGAN checkpoint version {meta.get('format_version')}")
         config = SinGANConfig(**meta["config"])
         device = torch.device(device)
         generators = []
@@ -371,15 +360,6 @@ class SinGAN:
         if expected_shape is not None:
             model.check_slice_shape(expected_shape)
         return model
-
-
-def checkpoint_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a checkpoint file, for provenance in manifests."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train_singan(image2d: np.ndarray, config: SinGANConfig = SinGANConfig(), seed: int = 0,

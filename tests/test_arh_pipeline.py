@@ -10,21 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nnunet_gen.cli import main
-from nnunet_gen.dataset_writer import DatasetWriter
+from nnunet_gen.convert.phantom import write_phantom_dataset
 from nnunet_gen.errors import DataError
-from nnunet_gen.imageio import Geometry
-from nnunet_gen.manifest import Manifest, sha256_of_file
-from nnunet_gen.phantom import write_phantom_dataset
-from nnunet_gen.raw_dataset import RawDataset
-from nnunet_gen.render_arh import (holdout_split, lesion_case_groups, make_config, open_checkpoint,
-                                   render_arh_dataset, train_on_dataset)
-from nnunet_gen.splits import check_no_leak, grouped_splits, write_splits
+from nnunet_gen.generators.arh import holdout_split, lesion_case_groups, make_config, open_checkpoint, train_on_dataset
+from nnunet_gen.io.files import sha256_of_file
+from nnunet_gen.io.images import Geometry
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import RawDataset
+from nnunet_gen.io.splits import check_no_leak, grouped_splits, write_splits
+from nnunet_gen.io.writer import DatasetWriter
+from nnunet_gen.render.arh import render_arh_dataset
 from synth.arhnet import composite_from_dict
 
-torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PATCH = (16, 16, 16)
@@ -36,18 +35,13 @@ TINY = {"iterations": 2, "batch_size": 2, "base_channels": 4, "depth": 2, "discr
 def workspace(tmp_path_factory):
     """Phantom source (6 labelled cases, raw intensities ~0-150) and a tiny ARHNet trained on it."""
     root = tmp_path_factory.mktemp("arh")
-    env = {"nnUNet_raw": root / "raw", "nnUNet_preprocessed": root / "pre", "nnUNet_results": root / "res"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: str(v) for k, v in env.items()})
-    write_phantom_dataset(801, "ArhSrc", cases_a=6, cases_b=0, shape=(16, 24, 24))
-    checkpoint = root / "arhnet.safetensors"
-    train_on_dataset(801, checkpoint, make_config("arhnet", PATCH, **TINY), progress=False)
-    yield root, checkpoint
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for name, folder in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "res")):
+            patch.setenv(name, str(root / folder))
+        write_phantom_dataset(801, "ArhSrc", cases_a=6, cases_b=0, shape=(16, 24, 24))
+        checkpoint = root / "arhnet.safetensors"
+        train_on_dataset(801, checkpoint, make_config("arhnet", PATCH, **TINY), progress=False)
+        yield root, checkpoint
 
 
 def test_render_arh_manifest_rerenders_and_splits_respect_donors(workspace):

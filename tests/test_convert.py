@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from nnunet_gen.cli import main
-from nnunet_gen.convert import UNLABELLED_FOLDER
-from nnunet_gen.imageio import Geometry, read_image, write_image
-from nnunet_gen.manifest import Manifest
-from nnunet_gen.phantom import phantom_case
-from nnunet_gen.raw_dataset import RawDataset
+from nnunet_gen.convert.folders import UNLABELLED_FOLDER
+from nnunet_gen.convert.phantom import phantom_case
+from nnunet_gen.io.images import Geometry, read_image, write_image
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import RawDataset
 
 GEOMETRY = Geometry((0.5, 0.5, 2.0), (10.0, -4.0, 3.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 
@@ -48,7 +48,7 @@ def _break(kind, images, labels):
     if kind == "geometry":
         label, _ = read_image(labels / "case1.nii.gz")
         write_image(label, Geometry((0.6, 0.5, 2.0), GEOMETRY.origin, GEOMETRY.direction), labels / "case1.nii.gz")
-        return "case case1: label geometry"
+        return "case case1: label spacing"
     if kind == "label values":
         label, _ = read_image(labels / "case2.nii.gz")
         label[0, 0, 0] = 3
@@ -59,7 +59,7 @@ def _break(kind, images, labels):
         return r"case case1: missing image file\(s\) for \['case1_T2'\]"
     if kind == "unreadable":
         (images / "case2_T1.nii.gz").write_bytes(b"garbage")
-        return "case case2: cannot read case2_T1.nii.gz"
+        return "case case2: case2_T1.nii.gz is not gzip-compressed"
     if kind == "nan":
         image, _ = read_image(images / "case1_T1.nii.gz")
         image[2, 3, 4] = np.nan

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from nnunet_gen.cli import main
-from nnunet_gen.phantom import write_phantom_dataset
-from synth.arhnet import harmonize_volume, load_harmonizer, save_harmonizer, train_harmonizer
-from synth.singan import SinGAN, train_singan
 from test_arhnet import make_phantom, small_config
 from test_singan import TINY, textured_image
+
+from nnunet_gen.cli import main
+from nnunet_gen.convert.phantom import write_phantom_dataset
+from synth.arhnet import harmonize_volume, load_harmonizer, save_harmonizer, train_harmonizer
+from synth.singan import SinGAN, train_singan
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_gen.imageio import read_image
-from nnunet_gen.manifest import Manifest
+from nnunet_gen.io.images import read_image
+from nnunet_gen.io.manifest import Manifest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""Tests of nnunet_gen.evaluation: agreement with nnU-Net's Dice, brute-force and analytic surface distances,
+"""Tests of nnunet_gen.evaluation.metrics: agreement with nnU-Net's Dice, brute-force and analytic surface distances,
 empty-mask conventions, folder pairing errors, summaries, reports and the CrossMoDA rank table."""
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ import SimpleITK as sitk
 from scipy.ndimage import binary_dilation
 from scipy.spatial.distance import cdist
 
-from nnunet_gen.evaluation import (METRICS, binary_metrics, case_metrics, evaluate_folders, image_diagonal_mm,
-                                   labels_from_dataset_json, rank_methods, summarize, write_ranking, write_reports)
+from nnunet_gen.errors import DataError
+from nnunet_gen.evaluation.metrics import (
+    METRICS,
+    binary_metrics,
+    case_metrics,
+    evaluate_folders,
+    image_diagonal_mm,
+    labels_from_dataset_json,
+)
+from nnunet_gen.evaluation.reports import write_ranking, write_reports
+from nnunet_gen.evaluation.summary import rank_methods, summarize
 
 SITK_SPACING = (0.7, 0.45, 2.5)  # x, y, z as SimpleITK stores it; array axis order is (z, y, x)
 ARRAY_SPACING = SITK_SPACING[::-1]
@@ -226,10 +235,10 @@ def test_missing_predictions(folders) -> None:
 def test_geometry_mismatch_names_the_case(folders) -> None:
     pred_folder, ref_folder, pairs = folders
     _write_label_map(pred_folder / "case_001.nii.gz", pairs["case_001"][0], sitk_spacing=(0.7, 0.45, 3.0))
-    with pytest.raises(ValueError, match="case 'case_001': prediction geometry"):
+    with pytest.raises(DataError, match="case case_001: prediction case_001.nii.gz: spacing"):
         evaluate_folders(pred_folder, ref_folder, [1], num_processes=1)
     _write_label_map(pred_folder / "case_001.nii.gz", pairs["case_001"][0][:, :-1])
-    with pytest.raises(ValueError, match="case 'case_001'.*shape"):
+    with pytest.raises(DataError, match="case case_001: prediction case_001.nii.gz: shape"):
         evaluate_folders(pred_folder, ref_folder, [1], num_processes=1)
 
 

@@ -13,22 +13,22 @@ import torch
 from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
+from nnunet_gen.augment.gba import GenerativeBlending, axial_weighting_mask, blend_in_window, singan_window
+from nnunet_gen.augment.intensity import case_channel_stats
+from nnunet_gen.augment.transforms import CaseContext, GBAPatchTransform
 from nnunet_gen.cli import main
-from nnunet_gen.cli_gba import brightest_slice
+from nnunet_gen.convert.phantom import phantom_case
 from nnunet_gen.errors import DataError
-from nnunet_gen.gba import GenerativeBlending, axial_weighting_mask
-from nnunet_gen.imageio import read_image, write_image, write_text
-from nnunet_gen.intensity import case_channel_stats
-from nnunet_gen.manifest import Manifest
-from nnunet_gen.phantom import phantom_case
-from nnunet_gen.plans import plan_and_preprocess
-from nnunet_gen.raw_dataset import RawDataset
-from nnunet_gen.render import render_dataset
-from nnunet_gen.render_gba import blend_in_window, gba_renderer, singan_window
-from nnunet_gen.training.gba import GBAPatchTransform
-from nnunet_gen.transforms import CaseContext
-from nnunet_gen.tumour_distribution import TumourMeasurement, propose_alphas
-from synth.singan import SinGAN, SinGANConfig, checkpoint_sha256, train_singan
+from nnunet_gen.generators.singan import brightest_slice
+from nnunet_gen.io.files import sha256_of_file, write_text
+from nnunet_gen.io.images import read_image, write_image
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import RawDataset
+from nnunet_gen.preprocess import plan_and_preprocess
+from nnunet_gen.qc.tumour_distribution import TumourMeasurement, propose_alphas
+from nnunet_gen.render.dataset import render_dataset
+from nnunet_gen.render.gba import gba_renderer
+from synth.singan import SinGAN, SinGANConfig, train_singan
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -74,7 +74,7 @@ def test_render_gba_geometry_far_voxels_manifest_and_skip(work):
     assert manifest.skipped == {"phantomA_empty": "no voxels with labels [1]"}
     synthetic = manifest.of_kind("synthetic")
     assert len(synthetic) == 10  # 5 cases x 2 alphas x 1 scale x 1 sample
-    sha = checkpoint_sha256(work["singan"])
+    sha = sha256_of_file(work["singan"])
     for case_id in synthetic:
         record = manifest.cases[case_id]
         assert record.generator == "gba" and record.checkpoint_sha256 == sha and record.seed == record.params["seed"]

@@ -3,13 +3,17 @@ import numpy as np
 import pytest
 import torch
 from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
-from nnunetv2.preprocessing.normalization.default_normalization_schemes import (CTNormalization,
-                                                                                 ZScoreNormalization)
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization, ZScoreNormalization
 
-from nnunet_gen.intensity import case_channel_stats
-from nnunet_gen.naive_rescale import NaiveRescale
-from nnunet_gen.phantom import phantom_case
-from nnunet_gen.transforms import CaseContext, CaseContextDataset, NaiveRescaleTransform, RandomNaiveRescaleTransform
+from nnunet_gen.augment.intensity import case_channel_stats
+from nnunet_gen.augment.naive_rescale import NaiveRescale
+from nnunet_gen.augment.transforms import (
+    CaseContext,
+    CaseContextDataset,
+    NaiveRescaleTransform,
+    RandomNaiveRescaleTransform,
+)
+from nnunet_gen.convert.phantom import phantom_case
 
 CT_PROPS = {"0": {"mean": 90.0, "std": 30.0, "percentile_00_5": 0.0, "percentile_99_5": 160.0}}
 

@@ -3,16 +3,17 @@ import json
 import pickle
 
 import numpy as np
-from scipy import ndimage
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
-from nnunet_gen.dataset_writer import DatasetWriter
+from nnunet_gen.convert.phantom import phantom_case, write_phantom_dataset
 from nnunet_gen.errors import DataError
-from nnunet_gen.imageio import Geometry, read_image, write_image
-from nnunet_gen.manifest import CaseRecord, Manifest, sha256_of_file
-from nnunet_gen.phantom import phantom_case, write_phantom_dataset
-from nnunet_gen.raw_dataset import RawDataset
+from nnunet_gen.io.files import sha256_of_file
+from nnunet_gen.io.images import Geometry, read_image, write_image
+from nnunet_gen.io.manifest import CaseRecord, Manifest
+from nnunet_gen.io.raw_dataset import RawDataset
+from nnunet_gen.io.writer import DatasetWriter
 
 GEOMETRY = Geometry((0.7, 0.45, 2.5), (-12.5, 30.25, 7.0),
                     tuple(np.round(sitk.VersorTransform((0, 0, 1), 0.3).GetMatrix(), 12)))
@@ -28,15 +29,17 @@ def test_image_round_trip_keeps_geometry_exactly(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.nii.gz"]  # no temporary file left
 
 
-def test_unreadable_file_gives_one_line_error(tmp_path):
-    (tmp_path / "broken.nii.gz").write_bytes(b"not an image")
+@pytest.mark.parametrize("name, message", [("broken.nii.gz", "case x: broken.nii.gz is not gzip-compressed"),
+                                           ("broken.mha", "case x: cannot read broken.mha: ")])
+def test_unreadable_file_gives_one_line_error(tmp_path, name, message):
+    (tmp_path / name).write_bytes(b"not an image")
     with pytest.raises(DataError) as e:
-        read_image(tmp_path / "broken.nii.gz", where="case x")
-    assert str(e.value).startswith("case x: cannot read broken.nii.gz") and "\n" not in str(e.value)
+        read_image(tmp_path / name, where="case x")
+    assert str(e.value).startswith(message) and "\n" not in str(e.value) and ".cxx" not in str(e.value)
 
 
 def test_data_errors_survive_pickling_across_processes():
-    from nnunet_gen.executors import FoldFailed, TrainJob
+    from nnunet_gen.run.executors import FoldFailed, TrainJob
     error = pickle.loads(pickle.dumps(DataError("case x", "empty label")))
     assert (error.where, error.problem, str(error)) == ("case x", "empty label", "case x: empty label")
     failed = pickle.loads(pickle.dumps(FoldFailed(TrainJob("fold 0", ("true",), log="f.log"), 3)))

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from nnunet_gen.cli import main
-from nnunet_gen.dataset_writer import DatasetWriter
-from nnunet_gen.imageio import Geometry
-from nnunet_gen.manifest import Manifest
-from nnunet_gen.phantom import phantom_case, write_phantom_dataset
-from nnunet_gen.raw_dataset import RawDataset
-from nnunet_gen.render import naive_renderer, render_dataset
+from nnunet_gen.convert.phantom import phantom_case, write_phantom_dataset
+from nnunet_gen.io.images import Geometry
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import RawDataset
+from nnunet_gen.io.writer import DatasetWriter
+from nnunet_gen.render.dataset import render_dataset
+from nnunet_gen.render.naive import naive_renderer
 
 GEOMETRY = Geometry((0.8, 0.8, 3.0), (1.0, 2.0, 3.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 

@@ -15,15 +15,15 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_gen.cli import main
+from nnunet_gen.convert.phantom import write_phantom_dataset
 from nnunet_gen.errors import DataError
-from nnunet_gen.executors import FoldFailed, ParallelExecutor, SequentialExecutor, SubmititExecutor, TrainJob
-from nnunet_gen.imageio import read_image, write_image
-from nnunet_gen.manifest import Manifest
-from nnunet_gen.phantom import write_phantom_dataset
-from nnunet_gen.raw_dataset import RawDataset, nnunet_dir
-from nnunet_gen.selftrain import (SelfTrainConfig, SelfTraining, make_pseudo_labels, robust_z_scores,
-                                  size_outliers)
-from nnunet_gen.splits import check_no_leak, grouped_splits, write_splits
+from nnunet_gen.io.images import read_image, write_image
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir
+from nnunet_gen.io.splits import check_no_leak, grouped_splits, write_splits
+from nnunet_gen.run.executors import FoldFailed, ParallelExecutor, SequentialExecutor, SubmititExecutor, TrainJob
+from nnunet_gen.selftrain import SelfTrainConfig, SelfTraining
+from nnunet_gen.selftrain.pseudo_labels import make_pseudo_labels, robust_z_scores, size_outliers
 from nnunet_gen.training.selftrain import pseudo_sampling_mass
 from nnunet_gen.training.synthetic_data import kind_probabilities
 
@@ -147,10 +147,11 @@ def test_kill_and_rerun_resumes_without_redoing_finished_steps(phantom, tmp_path
     assert "iteration_2/pseudo_labels" in state["steps"]
     for kind in ("md", "csv", "json", "png"):
         assert (tmp_path / "work" / f"selftrain_report.{kind}").stat().st_size > 0
-    # a third run has nothing left to do
+    # a third run has nothing left to do, and reports the same iterations from the state file
     idle = FakeBackend(dirs["nnUNet_results"], references)
-    _run(config, idle, tmp_path / "work")
-    assert idle.calls == []
+    _, idle_rows = _run(config, idle, tmp_path / "work")
+    assert idle.calls == [] and idle_rows == rows
+    assert json.loads((tmp_path / "work" / "selftrain_state.json").read_text())["steps"] == state["steps"]
 
 
 def test_published_dataset_and_trained_fold_missing_from_state_are_not_redone(phantom, tmp_path):
@@ -272,7 +273,7 @@ def test_size_outlier_rules():
 
 
 def test_make_pseudo_labels_keeps_largest_component_and_masks_uncertain_voxels(tmp_path):
-    from nnunet_gen.imageio import Geometry
+    from nnunet_gen.io.images import Geometry
     geometry = Geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
     segmentation = np.zeros((6, 8, 8), np.uint8)
     segmentation[1:4, 1:5, 1:5] = 1
@@ -290,7 +291,7 @@ def test_make_pseudo_labels_keeps_largest_component_and_masks_uncertain_voxels(t
 
 def test_pseudo_sampling_mass_gives_the_pseudo_cases_their_share():
     manifest = Manifest.for_real_cases(["a", "b", "c"])
-    from nnunet_gen.manifest import CaseRecord
+    from nnunet_gen.io.manifest import CaseRecord
     for case in ("u1", "u2", "u3", "u4", "u5", "u6"):
         manifest.add(CaseRecord(case, "pseudo_labelled", case, f"unlabelled:{case}"))
     mass = pseudo_sampling_mass(manifest, 0.25)
@@ -385,7 +386,7 @@ def test_real_selftraining_run_with_stock_nnunet(phantom, tmp_path, monkeypatch)
 
     One fold keeps the suite's time down (two trainings); the 5-fold ensemble path is the same code with more folds
     and is covered by tests/test_end_to_end.py for nnUNetv2_predict -f 0 1 2 3 4."""
-    from nnunet_gen.selftrain import NnUNetBackend
+    from nnunet_gen.run.nnunet import NnUNetBackend
     folder, _, dirs = phantom
     for variable, value in {"nnUNet_compile": "f", "nnUNet_def_n_proc": "1"}.items():
         monkeypatch.setenv(variable, value)

@@ -6,8 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synth.singan import (PatchCritic, ResidualGenerator, SinGAN, SinGANConfig, _train_scale, checkpoint_sha256,
-                          image_pyramid, pyramid_shapes, train_singan)
+from synth.checkpoint import sha256_of_file
+from synth.singan import (
+    PatchCritic,
+    ResidualGenerator,
+    SinGAN,
+    SinGANConfig,
+    _train_scale,
+    image_pyramid,
+    pyramid_shapes,
+    train_singan,
+)
 
 TINY = SinGANConfig(iterations_per_scale=15, critic_steps=1, generator_steps=1)  # 32x32 -> 3 scales
 
@@ -88,8 +97,8 @@ def test_save_load_round_trip_is_exact(model: SinGAN, tmp_path) -> None:
     np.testing.assert_array_equal(loaded.harmonize(image, 1, seed=9), model.harmonize(image, 1, seed=9))
     assert loaded.reconstruction_rmse == model.reconstruction_rmse
     assert loaded.scale_shapes == model.scale_shapes and loaded.training_shape == (32, 32)
-    digest = checkpoint_sha256(path)
-    assert len(digest) == 64 and digest == checkpoint_sha256(model.save(tmp_path / "again.safetensors"))
+    digest = sha256_of_file(path)
+    assert len(digest) == 64 and digest == sha256_of_file(model.save(tmp_path / "again.safetensors"))
 
 
 def test_wrong_slice_size_and_bad_inputs_are_refused(model: SinGAN, tmp_path) -> None:

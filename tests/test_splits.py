@@ -3,15 +3,18 @@ import pytest
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunet_gen.errors import DataError
-from nnunet_gen.manifest import CaseRecord, Manifest
-from nnunet_gen.splits import check_no_leak, grouped_splits
+from nnunet_gen.io.manifest import CaseRecord, Manifest
+from nnunet_gen.io.splits import check_no_leak, grouped_splits
 
 
 def _manifest(n_patients=7, copies=3, pseudo=2):
-    m = Manifest.for_real_cases([f"p{i}" for i in range(n_patients)])
+    """Real cases ``p<i>`` of patients ``patient<i>`` (group names differ from case IDs on purpose)."""
+    m = Manifest.for_real_cases([f"p{i}" for i in range(n_patients)],
+                                groups={f"p{i}": f"patient{i}" for i in range(n_patients)})
     for i in range(n_patients):
         for k in range(copies):
-            m.add(CaseRecord(f"p{i}_naive{k:02d}", "synthetic", f"p{i}", f"p{i}", "naive_rescale", {"alpha": k}))
+            m.add(CaseRecord(f"p{i}_naive{k:02d}", "synthetic", f"p{i}", f"patient{i}", "naive_rescale",
+                             {"alpha": k}))
     for j in range(pseudo):
         m.add(CaseRecord(f"t{j}", "pseudo_labelled", f"t{j}", f"t{j}"))
     return m
@@ -29,8 +32,10 @@ def test_copies_follow_their_patient_and_never_validate():
     plain = grouped_splits(Manifest.for_real_cases([f"p{i}" for i in range(7)]))
     for fold, reference in zip(splits, plain):
         assert fold["val"] == reference["val"]  # same validation patients as the source dataset
+        val_groups = {m.cases[c].group for c in fold["val"]}
+        assert val_groups and val_groups.isdisjoint(fold["val"])  # groups are not case IDs here
         for case in fold["train"]:
-            assert m.cases[case].group not in fold["val"]
+            assert m.cases[case].group not in val_groups
         assert {"t0", "t1"} <= set(fold["train"])
         assert all(m.cases[c].kind == "real" for c in fold["val"])
         assert len(fold["train"]) == len(m.cases) - 4 * len(fold["val"])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nnunet_gen.manifest import CaseRecord, Manifest
+from nnunet_gen.io.manifest import CaseRecord, Manifest
 from nnunet_gen.training.synthetic_data import kind_probabilities
 
 

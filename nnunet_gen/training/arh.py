@@ -8,7 +8,7 @@ The default samples uniformly over all cases (the paper adds its 200 composites 
 """
 from __future__ import annotations
 
-from nnunet_gen.render_arh import ARH_GENERATORS
+from nnunet_gen.io.manifest import ARH_GENERATORS
 from nnunet_gen.training.schedules import with_schedule
 from nnunet_gen.training.synthetic_data import nnUNetTrainerSyntheticData
 
@@ -24,7 +24,7 @@ class nnUNetTrainerARH(nnUNetTrainerSyntheticData):
 
     def do_split(self):
         manifest = self.provenance()
-        if manifest is None or not any(r.generator in ARH_GENERATORS for r in manifest.cases.values()):
+        if manifest is None or not manifest.has_generator(*ARH_GENERATORS):
             raise RuntimeError(f"{self.plans_manager.dataset_name} has no lesion composites in its manifest: "
                                f"render it with `nnunet-gen render arh` (or train nnUNetTrainer on the source)")
         return super().do_split()

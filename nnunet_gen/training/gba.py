@@ -8,7 +8,7 @@ cases 50:50.
 ``nnUNetTrainerGBAOnline`` trains on the source dataset itself and, right after nnU-Net's spatial transform, applies
 GBA to a patch with probability ``gba_probability`` (:class:`GBAPatchTransform`, CPU, inside the augmentation
 workers). GBA works on raw-like intensities, so the z-scored patch is mapped back to raw units with the case's
-normalisation constants (``nnunet_gen.intensity``), blended, and re-normalised with the statistics the whole case
+normalisation constants (``nnunet_gen.augment.intensity``), blended, and re-normalised with the statistics the whole case
 would have after rescaling its tumour by alpha (exact for the naive part of GBA; blending only changes voxels near
 the tumour border, whose effect on the case mean/std is neglected). The SinGAN checkpoint comes from the class
 attribute ``singan_checkpoint`` or else the environment variable ``nnunet_gen_SINGAN`` (set it for training; it is
@@ -18,28 +18,18 @@ spacing), so its pixel size should match the plans' in-plane spacing.
 """
 from __future__ import annotations
 
-import logging
 import os
-from typing import Sequence
 
-import numpy as np
-import torch
-from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
-from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_gen.errors import DataError
-from nnunet_gen.gba import GenerativeBlending
-from nnunet_gen.intensity import ChannelStats, rescale_normalised
-from nnunet_gen.naive_rescale import DEFAULT_ALPHAS
-from nnunet_gen.render_gba import blend_in_window
+from nnunet_gen.augment.naive_rescale import DEFAULT_ALPHAS
+from nnunet_gen.augment.transforms import GBAPatchTransform, insert_after_spatial
+from nnunet_gen.io.files import sha256_of_file
+from nnunet_gen.io.manifest import GBA_GENERATOR
 from nnunet_gen.training.naive_rescale import nnUNetTrainerNaiveRescale
 from nnunet_gen.training.schedules import with_schedule
 from nnunet_gen.training.synthetic_data import nnUNetTrainerSyntheticData
-from nnunet_gen.transforms import CaseContext
-from synth.singan import SinGAN, checkpoint_sha256
-
-logger = logging.getLogger(__name__)
+from synth.singan import SinGAN
 
 SINGAN_ENV = "nnunet_gen_SINGAN"
 
@@ -51,7 +41,7 @@ class nnUNetTrainerGBA(nnUNetTrainerSyntheticData):
 
     def do_split(self):
         manifest = self.provenance()
-        if manifest is None or not any(r.generator == "gba" for r in manifest.cases.values()):
+        if manifest is None or not manifest.has_generator(GBA_GENERATOR):
             raise RuntimeError(f"{self.plans_manager.dataset_name} has no GBA copies in its manifest: render it "
                                f"with `nnunet-gen render gba` (or train nnUNetTrainerGBAOnline on the source)")
         return super().do_split()
@@ -72,78 +62,6 @@ def resolve_singan_path(class_attribute: str | None) -> str:
     if not os.path.isfile(path):
         raise RuntimeError(f"SinGAN checkpoint {path} not found ({SINGAN_ENV})")
     return path
-
-
-class GBAPatchTransform(BasicTransform):
-    """With probability ``p``, GBA on the tumour slices of a normalised patch, in raw units (module docstring).
-
-    Parameters:
-        singan: the SinGAN (CPU); its training slice size is matched with :func:`nnunet_gen.render_gba.
-            blend_in_window` (patches whose tumour and blending margin do not fit are left unchanged).
-        alphas, generators_retained: drawn uniformly per patch (start scale = num_scales - retained).
-        labels, dilation_radius, sigma: as :class:`~nnunet_gen.gba.GenerativeBlending`.
-        channel: the SinGAN's modality; other channels are unchanged.
-        use_mask_for_norm: per channel, whether nnU-Net normalised only the nonzero region (seg >= 0).
-        context: per-case :class:`ChannelStats`, see :class:`~nnunet_gen.transforms.CaseContextDataset`.
-        axial_axis: the patch axis holding the raw volume's axial (Z) axis (plans' ``transpose_forward``).
-    """
-
-    def __init__(self, singan: SinGAN, alphas: Sequence[float], generators_retained: Sequence[int],
-                 labels: Sequence[int], dilation_radius: int, sigma: float, channel: int,
-                 use_mask_for_norm: Sequence[bool], context: CaseContext, p: float, axial_axis: int = 0):
-        super().__init__()
-        if any(not a > 0 for a in alphas):
-            raise ValueError(f"alphas must be > 0, got {list(alphas)}")
-        start_scales = [singan.num_scales - int(r) for r in generators_retained]
-        if any(not 1 <= s < singan.num_scales for s in start_scales):
-            raise ValueError(f"generators_retained {list(generators_retained)} impossible for a "
-                             f"{singan.num_scales}-scale SinGAN (allowed 1..{singan.num_scales - 1})")
-        self.singan = singan
-        self.alphas = tuple(float(a) for a in alphas)
-        self.start_scales = tuple(start_scales)
-        self.labels = tuple(int(v) for v in labels)
-        self.dilation_radius, self.sigma, self.channel = int(dilation_radius), float(sigma), int(channel)
-        self.use_mask_for_norm = tuple(bool(v) for v in use_mask_for_norm)
-        self.context, self.p, self.axial_axis = context, float(p), int(axial_axis)
-
-    def get_parameters(self, **data_dict) -> dict:
-        if np.random.uniform() >= self.p:
-            return {"transform": None}
-        transform = GenerativeBlending(self.alphas[np.random.randint(len(self.alphas))],
-                                       self.start_scales[np.random.randint(len(self.start_scales))], self.labels,
-                                       self.dilation_radius, self.sigma, int(np.random.randint(2 ** 31 - 1)))
-        stats: list[ChannelStats] = self.context.current_value()
-        return {"transform": transform, "stats": stats[self.channel], "label": data_dict["segmentation"][0]}
-
-    def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
-        transform: GenerativeBlending | None = params["transform"]
-        if transform is None:
-            return img
-        stats: ChannelStats = params["stats"]
-        seg = params["label"]
-        normalised = img[self.channel]
-        std = max(stats.std, 1e-8)
-        raw = normalised.double() * std + stats.mean if stats.scheme != "NoNormalization" else normalised.double()
-        volume = np.moveaxis(raw.numpy(), self.axial_axis, 0)
-        label = np.moveaxis(seg.numpy(), self.axial_axis, 0)
-        try:
-            blended, _ = blend_in_window(transform, volume, label, self.singan, where="patch")
-        except DataError as reason:
-            logger.debug("GBA skipped for this patch: %s", reason)
-            return img
-        blended = torch.from_numpy(np.moveaxis(blended, 0, self.axial_axis).astype(np.float32))
-        # Back to the case's old normalisation, then re-normalise with the statistics after alpha (eq. 5) through the
-        # same code as the naive transform (an empty rescaling mask: only the normalisation change is applied).
-        old_normalised = (blended - stats.mean) / std if stats.scheme != "NoNormalization" else blended
-        region = seg >= 0
-        renormalised = rescale_normalised(old_normalised, torch.zeros_like(region), None, stats, transform.alpha)
-        out = img.clone()
-        out[self.channel] = torch.where(region, renormalised, normalised) if self.use_mask_for_norm[self.channel] \
-            else renormalised
-        return out
-
-    def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
-        return segmentation
 
 
 class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
@@ -172,7 +90,7 @@ class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
         transforms = nnUNetTrainer.get_training_transforms(*args, **kwargs)
         path = resolve_singan_path(self.singan_checkpoint)
         singan = SinGAN.load(path, "cpu")
-        self.print_to_log_file(f"GBA online: SinGAN {path} (sha256 {checkpoint_sha256(path)[:16]}, "
+        self.print_to_log_file(f"GBA online: SinGAN {path} (sha256 {sha256_of_file(path)[:16]}, "
                                f"{singan.num_scales} scales, slice {singan.training_shape})")
         k = len(self.gba_alphas) * len(self.gba_generators_retained)
         p = self.gba_probability if self.gba_probability is not None else k / (k + 1)
@@ -181,9 +99,7 @@ class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
                                 self.gba_dilation_radius, self.gba_sigma, self.gba_channel,
                                 self.configuration_manager.use_mask_for_norm, self._shared_case_context(), p,
                                 axial_axis)
-        index = next(i for i, t in enumerate(transforms.transforms) if isinstance(t, SpatialTransform))
-        transforms.transforms.insert(index + 1, gba)
-        return transforms
+        return insert_after_spatial(transforms, gba)
 
 
 _SCHEDULES = ("smoke", "demo", "1epoch", "5epochs", "20epochs", "100epochs")

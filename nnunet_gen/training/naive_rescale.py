@@ -2,7 +2,7 @@
 
 After nnU-Net's spatial transform, with probability ``p`` a patch's tumour voxels are rescaled by an alpha drawn from
 ``naive_alphas`` (default {0.5, 0.8, 1.5}, GBA paper section 3.3/4.2.1) *in raw intensity units*, using the case's
-normalisation statistics (see ``nnunet_gen.intensity``): the result equals preprocessing an offline rescaled copy
+normalisation statistics (see ``nnunet_gen.augment.intensity``): the result equals preprocessing an offline rescaled copy
 (``nnunet-gen render naive``) up to interpolation at the tumour border.
 """
 from __future__ import annotations
@@ -10,16 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from tqdm import tqdm
 
-from nnunet_gen.imageio import write_text
-from nnunet_gen.intensity import ChannelStats, case_channel_stats
-from nnunet_gen.naive_rescale import DEFAULT_ALPHAS
-from nnunet_gen.raw_dataset import RawDataset, nnunet_dir
+from nnunet_gen.augment.intensity import ChannelStats, case_channel_stats
+from nnunet_gen.augment.naive_rescale import DEFAULT_ALPHAS
+from nnunet_gen.augment.transforms import (
+    CaseContext,
+    CaseContextDataset,
+    RandomNaiveRescaleTransform,
+    insert_after_spatial,
+)
+from nnunet_gen.io.files import write_text
+from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir
 from nnunet_gen.training.schedules import with_schedule
-from nnunet_gen.transforms import CaseContext, CaseContextDataset, RandomNaiveRescaleTransform
 
 STATS_FILE = "nnunet_gen_intensity_stats.json"
 
@@ -76,9 +80,7 @@ class nnUNetTrainerNaiveRescale(nnUNetTrainer):
         rescale = RandomNaiveRescaleTransform(self.naive_alphas, self.naive_labels,
                                               self.configuration_manager.use_mask_for_norm,
                                               self._shared_case_context(), p)
-        index = next(i for i, t in enumerate(transforms.transforms) if isinstance(t, SpatialTransform))
-        transforms.transforms.insert(index + 1, rescale)
-        return transforms
+        return insert_after_spatial(transforms, rescale)
 
 
 nnUNetTrainerNaiveRescale_smoke = with_schedule(nnUNetTrainerNaiveRescale, "smoke", __name__)

@@ -12,15 +12,11 @@ nnU-Net itself.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from nnunet_gen.imageio import write_text
-from nnunet_gen.manifest import Manifest
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.preprocess import read_sampling_config
 from nnunet_gen.training.schedules import with_schedule
 from nnunet_gen.training.synthetic_data import nnUNetTrainerSyntheticData
 
-SAMPLING_FILE = "nnunet_gen_sampling.json"
 __all__ = ["nnUNetTrainerSelfTrain", "nnUNetTrainerSelfTrain_smoke", "nnUNetTrainerSelfTrain_demo",
            "nnUNetTrainerSelfTrain_1epoch", "nnUNetTrainerSelfTrain_5epochs", "nnUNetTrainerSelfTrain_20epochs",
            "nnUNetTrainerSelfTrain_100epochs"]
@@ -39,15 +35,6 @@ def pseudo_sampling_mass(manifest: Manifest, pseudo_mass: float) -> dict[str, fl
     return mass
 
 
-def write_sampling_config(preprocessed_dataset_folder: str | Path, pseudo_mass: float | None) -> None:
-    """Record (or, for None, remove) the real:pseudo weight the trainer reads."""
-    path = Path(preprocessed_dataset_folder) / SAMPLING_FILE
-    if pseudo_mass is None:
-        path.unlink(missing_ok=True)
-    else:
-        write_text(path, json.dumps({"pseudo_mass": pseudo_mass}))
-
-
 class nnUNetTrainerSelfTrain(nnUNetTrainerSyntheticData):
     """nnUNetTrainerSyntheticData with a real:pseudo sampling weight (see module docstring).
 
@@ -58,10 +45,8 @@ class nnUNetTrainerSelfTrain(nnUNetTrainerSyntheticData):
     pseudo_mass: float | None = None
 
     def configured_pseudo_mass(self) -> float | None:
-        path = Path(self.preprocessed_dataset_folder_base) / SAMPLING_FILE
-        if path.is_file():
-            return json.loads(path.read_text())["pseudo_mass"]
-        return self.pseudo_mass
+        configured = read_sampling_config(self.preprocessed_dataset_folder_base)
+        return self.pseudo_mass if configured is None else configured
 
     def get_dataloaders(self):
         pseudo_mass = self.configured_pseudo_mass()

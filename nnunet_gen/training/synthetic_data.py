@@ -22,9 +22,9 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-from nnunet_gen.manifest import Manifest
-from nnunet_gen.raw_dataset import nnunet_dir
-from nnunet_gen.splits import check_no_leak
+from nnunet_gen.io.manifest import Manifest
+from nnunet_gen.io.raw_dataset import nnunet_dir
+from nnunet_gen.io.splits import check_no_leak
 
 
 def kind_probabilities(identifiers: list[str], manifest: Manifest, mass: dict[str, float]) -> np.ndarray:

@@ -21,8 +21,11 @@ from synth.arhnet.config import TABLE1_METHODS, HarmonizerConfig
 from synth.arhnet.harmonize import Harmonizer, harmonize_volume
 from synth.arhnet.metrics import METRIC_NAMES, average_metrics, harmonization_metrics
 from synth.arhnet.patches import centered_patch_origin, crop_patch
-from synth.arhnet.perturbation import (ForegroundIntensityPerturbation, IntensityScaling,
-                                      RandomForegroundIntensityPerturbation)
+from synth.arhnet.perturbation import (
+    ForegroundIntensityPerturbation,
+    IntensityScaling,
+    RandomForegroundIntensityPerturbation,
+)
 from synth.arhnet.train import Case, scale_cases, train_harmonizer
 
 

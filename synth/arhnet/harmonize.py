@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from synth.arhnet.config import HarmonizerConfig
 from synth.arhnet.histogram_matching import histogram_match_foreground
 from synth.arhnet.networks import HarmonizationGenerator, apply_difference_map
 from synth.arhnet.patches import crop_patch, lesion_window_origins, window_slices
 from synth.arhnet.perturbation import IntensityScaling
+from synth.checkpoint import load_tensors, save_tensors
 
 CHECKPOINT_FORMAT = "synth.arhnet.harmonizer/1"
 
@@ -104,38 +101,19 @@ def harmonize_volume(harmonizer: Harmonizer, image: np.ndarray, mask: np.ndarray
     return scaling.invert(harmonized)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def save_harmonizer(harmonizer: Harmonizer, path: str | os.PathLike) -> Path:
     """Save the generator weights (safetensors) with the JSON config and training log in the file's metadata."""
-    path = Path(path)
-    tensors = {} if harmonizer.generator is None else {
-        name: tensor.detach().cpu().contiguous() for name, tensor in harmonizer.generator.state_dict().items()}
+    tensors = {} if harmonizer.generator is None else harmonizer.generator.state_dict()
     metadata = {"format": CHECKPOINT_FORMAT, "config": harmonizer.config.to_json(),
                 "training_log": json.dumps(harmonizer.training_log)}
-    _atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
-    return path
+    return save_tensors(path, tensors, metadata)
 
 
 def load_harmonizer(path: str | os.PathLike, device: str | torch.device = "cpu",
                     patch_size: tuple[int, int, int] | None = None) -> Harmonizer:
-    """Load a :func:`save_harmonizer` checkpoint; refuse it when it was trained for another ``patch_size``."""
-    with safe_open(str(path), framework="pt", device="cpu") as checkpoint:
-        metadata = checkpoint.metadata() or {}
-        if metadata.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format {metadata.get('format')!r})")
-        state = {name: checkpoint.get_tensor(name) for name in checkpoint.keys()}
+    """Load a :func:`save_harmonizer` checkpoint (unusable files: :class:`~synth.checkpoint.CheckpointError`); refuse
+    it (ValueError) when it was trained for another ``patch_size``."""
+    state, metadata = load_tensors(path, "format", CHECKPOINT_FORMAT)
     config = HarmonizerConfig.from_json(metadata["config"])
     if patch_size is not None and tuple(patch_size) != tuple(config.patch_size):
         raise ValueError(f"checkpoint {path} was trained for patch size {tuple(config.patch_size)}, not "

@@ -16,8 +16,13 @@ from tqdm.auto import tqdm
 
 from synth.arhnet.config import HarmonizerConfig
 from synth.arhnet.harmonize import Harmonizer, build_generator
-from synth.arhnet.losses import (boundary_total_variation_loss, discriminator_hinge_loss, extract_boundary,
-                                 generator_hinge_loss, reconstruction_loss)
+from synth.arhnet.losses import (
+    boundary_total_variation_loss,
+    discriminator_hinge_loss,
+    extract_boundary,
+    generator_hinge_loss,
+    reconstruction_loss,
+)
 from synth.arhnet.networks import PatchDiscriminator, apply_difference_map
 from synth.arhnet.patches import crop_patch, random_lesion_patch_origin
 from synth.arhnet.perturbation import IntensityScaling, RandomForegroundIntensityPerturbation

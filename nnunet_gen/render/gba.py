@@ -1,0 +1,125 @@
+"""GBA rendering into a new raw dataset (Sallé et al., section 3.3 eqs. 5-7, parameters of section 4.2.1).
+
+:func:`gba_renderer` plugs :class:`~nnunet_gen.augment.gba.GenerativeBlending` into :func:`nnunet_gen.render.render_dataset`:
+each real case gets one synthetic copy per selected parameter set, with provenance (generator ``gba``, the
+:meth:`GenerativeBlending.parameters` dict plus the selection ``group`` and the in-plane ``window``, the render seed
+and the SinGAN checkpoint's SHA-256). ``blend=False`` renders the naive rescaling through the same code path, so
+``render gba --no-blend`` and ``render naive`` give identical images for the same alphas.
+
+Parameter selection (``rules``):
+* ``paper``: :func:`nnunet_gen.augment.gba.select_gba_parameters` (per-case alpha set from tumour volume and intensity std,
+  each alpha at every injection scale, several samples: 18 renders per selected patient); cases matching no rule
+  are skipped with a note in the manifest.
+* ``fixed``: every case gets every ``alphas`` x ``generators_retained`` x ``samples`` combination.
+Injection scales are given as the number of finest generators retained (the paper's wording, section 4.2.1):
+``start_scale = num_scales - retained``.
+
+Multi-channel datasets: GBA is applied to the SinGAN's modality ``channel``; other channels are copied unchanged.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from nnunet_gen.augment.gba import (
+    GBASelectionRules,
+    GenerativeBlending,
+    blend_in_window,
+    blending_margin,
+    derived_seed,
+    parameter_grid,
+    select_gba_parameters,
+    singan_window,
+)
+from nnunet_gen.augment.naive_rescale import DEFAULT_ALPHAS
+from nnunet_gen.errors import DataError
+from nnunet_gen.generators.singan import load_singan
+from nnunet_gen.io.files import sha256_of_file
+from nnunet_gen.io.manifest import GBA_GENERATOR
+from nnunet_gen.io.raw_dataset import Case
+from nnunet_gen.render.dataset import Renderer, SkipCase, Variant
+
+RULES = ("paper", "fixed")
+
+
+def case_seed(seed: int, case_id: str) -> int:
+    """Seed of one case's renders: independent of the order in which cases are rendered (resumable)."""
+    return derived_seed(seed, zlib.crc32(case_id.encode()))
+
+
+def fixed_parameters(alphas: Sequence[float], generators_retained: Sequence[int], samples: int, num_scales: int,
+                     seed: int, labels: Sequence[int], dilation_radius: int, sigma: float, blend: bool
+                     ) -> list[dict]:
+    """``--rules fixed``: :func:`~nnunet_gen.augment.gba.parameter_grid` of every case; with ``blend=False`` scales
+    and samples would give identical images (naive rescaling has no SinGAN and no noise), so one render per alpha."""
+    if blend:
+        try:
+            return parameter_grid(alphas, generators_retained, samples, num_scales, seed, labels, dilation_radius,
+                                  sigma, "fixed")
+        except ValueError as error:
+            raise DataError("--scales", str(error)) from None
+    return [{**GenerativeBlending(float(alpha), 0, tuple(labels), dilation_radius, sigma, derived_seed(seed, index),
+                                  blend=False).parameters(), "group": "fixed"} for index, alpha in enumerate(alphas)]
+
+
+def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: Sequence[float] = DEFAULT_ALPHAS,
+                 generators_retained: Sequence[int] = (3, 4), samples: int = 1, rules: str = "fixed",
+                 dilation_radius: int = 7, sigma: float = 5.0, seed: int = 0, blend: bool = True, channel: int = 0,
+                 selection_rules: GBASelectionRules = GBASelectionRules(), device: str = "cpu") -> Renderer:
+    """A :data:`~nnunet_gen.render.Renderer` of GBA copies (see the module docstring for ``rules`` and windows).
+
+    Bad parameters (alpha <= 0, unknown rules, missing SinGAN, unusable scales) raise a one-line DataError before
+    anything is written.
+    """
+    if rules not in RULES:
+        raise DataError("--rules", f"expected one of {RULES}, got '{rules}'")
+    bad = [a for a in alphas if not a > 0]
+    if bad:
+        raise DataError("--alphas", f"alpha must be > 0 (GBA eq. 5), got {bad}")
+    if samples < 1:
+        raise DataError("--samples", f"must be >= 1, got {samples}")
+    if dilation_radius < 0 or sigma < 0:
+        raise DataError("--dilation/--sigma", "must be >= 0")
+    labels = tuple(int(v) for v in labels)
+    singan, sha = None, None
+    if blend or rules == "paper":
+        if singan_path is None:
+            raise DataError("--singan", "a SinGAN checkpoint is required (train one with `nnunet-gen singan train`)")
+        singan = load_singan(singan_path, device)
+        sha = sha256_of_file(singan_path) if blend else None
+    num_scales = singan.num_scales if singan is not None else 0
+    if rules == "fixed":  # validate scales once, before any case is read
+        fixed_parameters(alphas[:1], generators_retained, 1, num_scales, 0, labels, dilation_radius, sigma, blend)
+
+    def render(case: Case) -> Iterable[Variant]:
+        where = f"case {case.case_id}"
+        image = case.images[channel]
+        if not np.isin(case.label, labels).any():
+            raise SkipCase(f"no voxels with labels {list(labels)}")
+        if singan is not None and blend:
+            singan_window(np.isin(case.label, labels), singan.training_shape,
+                          blending_margin(dilation_radius, sigma), where)  # refuse before rendering any copy
+        seed_of_case = case_seed(seed, case.case_id)
+        if rules == "paper":
+            renders = select_gba_parameters(image, case.label, case.geometry.spacing_zyx, num_scales, seed_of_case,
+                                            selection_rules, labels=labels, dilation_radius=dilation_radius,
+                                            sigma=sigma)
+            if not blend:  # naive copies: one per alpha (scales and samples would repeat the same image)
+                by_alpha = {r["alpha"]: {**r, "blend": False} for r in reversed(renders)}
+                renders = [by_alpha[a] for a in dict.fromkeys(r["alpha"] for r in renders)]
+            if not renders:
+                raise SkipCase("no section-4.2.1 selection rule applies (tumour volume/intensity std)")
+        else:
+            renders = fixed_parameters(alphas, generators_retained, samples, num_scales, seed_of_case, labels,
+                                       dilation_radius, sigma, blend)
+        for k, params in enumerate(renders):
+            transform = GenerativeBlending.from_parameters(params)
+            blended, window = blend_in_window(transform, image, case.label, singan if blend else None, where)
+            images = case.images.astype(np.float32, copy=True)
+            images[channel] = blended
+            record = {**params, "channel": channel, "window": window.to_json() if window else None}
+            yield Variant(f"gba{k:02d}", images, case.label, GBA_GENERATOR, record, params["seed"], sha)
+
+    return render
