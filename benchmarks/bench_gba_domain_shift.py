@@ -5,10 +5,12 @@ Per phantom seed (its own nnUNet_raw/preprocessed/results under ``--workdir``): 
 slice (the target modality, unlabelled: the paper's setting); ``render gba --no-blend`` (naive) and ``render gba``
 (GBA) with the same alphas, scales and seeds; every dataset keeps the source's plans, narrowed to a small network
 (``nnunet_gen.preprocess.derive_plans``, features ``--features``) so the iterations are affordable; then stock
-``nnUNetv2_train -f all`` for the three arms with one schedule (same iterations, same plans):
+``nnUNetv2_train -f all`` for the arms with one schedule (same iterations, same plans):
 
 * baseline: ``nnUNetTrainer_<schedule>`` on the source,
+* da5, gin: ``nnUNetTrainerDA5_<schedule>``, ``nnUNetTrainerGIN_<schedule>`` on the source,
 * naive: ``nnUNetTrainerGBA_<schedule>`` on the --no-blend rendering,
+* naive-continuous: ``nnUNetTrainerNaiveRescaleContinuous_<schedule>`` on the source (alpha ~ U(0.5, 1.5)),
 * GBA: ``nnUNetTrainerGBA_<schedule>`` on the GBA rendering,
 
 and ``nnUNetv2_predict`` on (1) the centre-B test cases and (2) held-out centre-A cases whose tumour was rescaled by
@@ -18,7 +20,9 @@ bench_gba_domain_shift.{md,json}. Resumable (finished trainings are skipped). Ho
 
 ``--target-centre C`` tests a texture shift instead: the test centre's tumours are centre B's plus a heterogeneous
 texture (``nnunet_gen.convert.phantom``), which no alpha imitates; outputs go to ``bench_gba_domain_shift_centreC*``.
-``--arms`` runs a subset (baseline, naive, gba).
+``--arms`` runs a subset (baseline, da5, gin, naive, naive-continuous, gba): besides the paper's arms, the ones a user
+tries first (nnU-Net's heavier ``nnUNetTrainerDA5``, the domain-generalisation ``nnUNetTrainerGIN``, naive rescaling
+with a continuous alpha).
 
 Budget: the issue measured that ~3000 iterations are needed before the shifted-centre Dice moves; ``_20epochs``
 (5000 iterations) takes 20-28 min per arm here with the default 16-128 features (one seed, three arms: 79 min, plus
@@ -49,7 +53,9 @@ OUTPUT = REPO / "benchmarks" / "output"
 LOCK = "/tmp/nnunet_gen_cpu.lock"
 SOURCE, NAIVE, GBA = 971, 972, 973
 PLANS = "nnUNetPlansSmall"
-ARM_KEYS = {"nnUNetTrainer": "baseline", "naive (render gba --no-blend)": "naive", "GBA": "gba"}
+ARM_KEYS = {"nnUNetTrainer": "baseline", "nnUNetTrainerDA5": "da5", "GIN": "gin",
+            "naive (render gba --no-blend)": "naive", "naive, continuous alpha (on the fly)": "naive-continuous",
+            "GBA": "gba"}
 
 
 def held_out_dark_tumours(folder: Path, seed: int, count: int, shape: tuple[int, int, int]) -> Path:
@@ -110,7 +116,10 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
             derive_plans(dataset, PLANS, args.features[0], args.features[1])
     dark = held_out_dark_tumours(workdir / "heldoutA_dark", seed, args.cases_b, tuple(args.shape))
     arms = {"nnUNetTrainer": (SOURCE, f"nnUNetTrainer_{args.schedule}"),
+            "nnUNetTrainerDA5": (SOURCE, f"nnUNetTrainerDA5_{args.schedule}"),
+            "GIN": (SOURCE, f"nnUNetTrainerGIN_{args.schedule}"),
             "naive (render gba --no-blend)": (NAIVE, f"nnUNetTrainerGBA_{args.schedule}"),
+            "naive, continuous alpha (on the fly)": (SOURCE, f"nnUNetTrainerNaiveRescaleContinuous_{args.schedule}"),
             "GBA": (GBA, f"nnUNetTrainerGBA_{args.schedule}")}
     arms = {arm: dataset_trainer for arm, dataset_trainer in arms.items() if ARM_KEYS[arm] in args.arms}
     train_env = {**env, "nnUNet_n_proc_DA": str(args.n_proc_da), "OMP_NUM_THREADS": str(args.threads)}
@@ -184,12 +193,16 @@ def main() -> None:
     tests = list(next(iter(per_seed.values()))[arms[0]])
     lines = [f"schedule _{args.schedule}, seeds {args.seeds}, features {args.features}, device {args.device}, "
              f"{time.time() - start:.0f} s", "",
-             "| arm | " + " | ".join(f"{t} Dice (mean over seeds)" for t in tests) + f" | per seed ({tests[0]}) |",
-             "|---|" + "---|" * (len(tests) + 1)]
+             "| arm | " + " | ".join(f"{t} Dice (mean +- std over seeds)" for t in tests) +
+             f" | per seed ({tests[0]}) |", "|---|" + "---|" * (len(tests) + 1)]
     for arm in arms:
-        means = [statistics.mean(per_seed[s][arm][t] for s in args.seeds) for t in tests]
+        cells = []
+        for t in tests:
+            values = [per_seed[s][arm][t] for s in args.seeds]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
         seeds = ", ".join(f"{per_seed[s][arm][tests[0]]:.3f}" for s in args.seeds)
-        lines.append(f"| {arm} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {seeds} |")
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {seeds} |")
     table = "\n".join(lines)
     print(table)
     (OUTPUT / f"{args.stem}.md").write_text(table + "\n")

@@ -46,3 +46,4 @@ def predict_with_postprocessing(dataset: str, trainer: str, folds: Sequence[int]
                 write_image(largest_component_per_label(segmentation, labels).astype(segmentation.dtype),
                             geometry, out / path.name)
     return out
+

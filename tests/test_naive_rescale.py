@@ -91,3 +91,20 @@ def test_alpha_must_be_positive():
         NaiveRescale(0.0)
     with pytest.raises(ValueError):
         RandomNaiveRescaleTransform([0.5, -1.0], (1,), [False], CaseContext({}), p=1.0)
+
+
+def test_continuous_alpha_covers_the_interval_and_the_discrete_one_only_its_set():
+    context = CaseContext({})
+    discrete = RandomNaiveRescaleTransform([0.5, 0.8, 1.5], (1,), [False], context, p=1.0)
+    continuous = RandomNaiveRescaleTransform([0.5, 0.8, 1.5], (1,), [False], context, p=1.0, continuous=True)
+    np.random.seed(0)
+    drawn = [continuous.sample_alpha() for _ in range(400)]
+    assert min(drawn) >= 0.5 and max(drawn) <= 1.5 and len(set(drawn)) == 400
+    assert np.histogram(drawn, bins=4, range=(0.5, 1.5))[0].min() > 60  # spread over the whole interval
+    assert {discrete.sample_alpha() for _ in range(200)} == {0.5, 0.8, 1.5}
+    np.random.seed(1)
+    first = [continuous.sample_alpha() for _ in range(5)]
+    np.random.seed(1)
+    assert first == [continuous.sample_alpha() for _ in range(5)]  # nnU-Net seeds numpy per worker
+    half = RandomNaiveRescaleTransform([0.5, 1.5], (1,), [False], context, p=0.5, continuous=True)
+    assert 0.4 < np.mean([half.sample_alpha() is None for _ in range(1000)]) < 0.6

@@ -5,6 +5,7 @@ the classes live in the installed ``nnunet_gen`` package, where pickling and pre
 """
 from nnunet_gen.training.arh import *  # noqa: F401,F403
 from nnunet_gen.training.gba import *  # noqa: F401,F403
+from nnunet_gen.training.gin import *  # noqa: F401,F403
 from nnunet_gen.training.naive_rescale import *  # noqa: F401,F403
-from nnunet_gen.training.schedules import nnUNetTrainer_demo, nnUNetTrainer_smoke  # noqa: F401
+from nnunet_gen.training.schedules import *  # noqa: F401,F403
 from nnunet_gen.training.selftrain import *  # noqa: F401,F403

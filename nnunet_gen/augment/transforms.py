@@ -15,6 +15,7 @@ import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 
 from nnunet_gen.augment.gba import GenerativeBlending, blend_in_window
 from nnunet_gen.augment.intensity import ChannelStats, rescale_normalised
@@ -26,9 +27,13 @@ logger = logging.getLogger(__name__)
 
 def insert_after_spatial(transforms: ComposeTransforms, transform: BasicTransform) -> ComposeTransforms:
     """Insert ``transform`` right after nnU-Net's ``SpatialTransform``: patches then have their final size and
-    position, and the intensity augmentations that follow still see the result."""
-    index = next(i for i, t in enumerate(transforms.transforms) if isinstance(t, SpatialTransform))
-    transforms.transforms.insert(index + 1, transform)
+    position, and the intensity augmentations that follow still see the result. When nnU-Net wraps the spatial
+    transform in its dummy-2D block (anisotropic 3D patches), the insertion goes after the closing
+    ``Convert2DTo3DTransform``: inside the block the patch is laid out (C * X, Y, Z), so channels and slices mix."""
+    index = next(i for i, t in enumerate(transforms.transforms) if isinstance(t, SpatialTransform)) + 1
+    if index < len(transforms.transforms) and isinstance(transforms.transforms[index], Convert2DTo3DTransform):
+        index += 1
+    transforms.transforms.insert(index, transform)
     return transforms
 
 
@@ -97,25 +102,35 @@ class NaiveRescaleTransform(BasicTransform):
 
 
 class RandomNaiveRescaleTransform(NaiveRescaleTransform):
-    """With probability ``p`` draw alpha uniformly from ``alphas`` and apply :class:`NaiveRescaleTransform`.
+    """With probability ``p`` draw alpha and apply :class:`NaiveRescaleTransform`.
 
-    The case's statistics come from ``context`` (see :class:`CaseContextDataset`). Default ``p`` in the trainer is
-    K/(K+1) for K alphas: the mix of a dataset holding the original plus K rescaled copies, sampled uniformly.
+    Alpha is drawn uniformly from the set ``alphas`` (the GBA paper's discrete values) or, with ``continuous``, from
+    the interval ``[min(alphas), max(alphas)]``. The case's statistics come from ``context`` (see
+    :class:`CaseContextDataset`). Default ``p`` in the trainer is K/(K+1) for K alphas: the mix of a dataset holding
+    the original plus K rescaled copies, sampled uniformly.
     """
 
     def __init__(self, alphas: Sequence[float], labels: Sequence[int], use_mask_for_norm: Sequence[bool],
-                 context: CaseContext, p: float):
+                 context: CaseContext, p: float, continuous: bool = False):
         super().__init__(alphas[0], labels, use_mask_for_norm)
         if any(a <= 0 for a in alphas):
             raise ValueError(f"alphas must be > 0, got {list(alphas)}")
         self.alphas = tuple(float(a) for a in alphas)
         self.context = context
         self.p = p
+        self.continuous = continuous
+
+    def sample_alpha(self) -> float | None:
+        if np.random.uniform() >= self.p:
+            return None
+        if self.continuous:
+            return float(np.random.uniform(min(self.alphas), max(self.alphas)))
+        return self.alphas[np.random.randint(len(self.alphas))]
 
     def get_parameters(self, **data_dict) -> dict:
         stats: list[ChannelStats] = self.context.current_value()
         params = super().get_parameters(**data_dict, stats=stats)
-        params["alpha"] = self.alphas[np.random.randint(len(self.alphas))] if np.random.uniform() < self.p else None
+        params["alpha"] = self.sample_alpha()
         return params
 
 

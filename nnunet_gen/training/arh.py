@@ -9,12 +9,8 @@ The default samples uniformly over all cases (the paper adds its 200 composites 
 from __future__ import annotations
 
 from nnunet_gen.io.manifest import ARH_GENERATORS
-from nnunet_gen.training.schedules import with_schedule
+from nnunet_gen.training.schedules import add_schedule_variants
 from nnunet_gen.training.synthetic_data import nnUNetTrainerSyntheticData
-
-__all__ = ["nnUNetTrainerARH", "nnUNetTrainerARH_realhalf", "nnUNetTrainerARH_smoke", "nnUNetTrainerARH_demo",
-           "nnUNetTrainerARH_1epoch", "nnUNetTrainerARH_5epochs", "nnUNetTrainerARH_20epochs",
-           "nnUNetTrainerARH_100epochs", "nnUNetTrainerARH_realhalf_demo", "nnUNetTrainerARH_realhalf_5epochs"]
 
 
 class nnUNetTrainerARH(nnUNetTrainerSyntheticData):
@@ -36,11 +32,4 @@ class nnUNetTrainerARH_realhalf(nnUNetTrainerARH):
     sampling_mass = {"real": 0.5, "synthetic": 0.5}
 
 
-nnUNetTrainerARH_smoke = with_schedule(nnUNetTrainerARH, "smoke", __name__)
-nnUNetTrainerARH_demo = with_schedule(nnUNetTrainerARH, "demo", __name__)
-nnUNetTrainerARH_1epoch = with_schedule(nnUNetTrainerARH, "1epoch", __name__)
-nnUNetTrainerARH_5epochs = with_schedule(nnUNetTrainerARH, "5epochs", __name__)
-nnUNetTrainerARH_20epochs = with_schedule(nnUNetTrainerARH, "20epochs", __name__)
-nnUNetTrainerARH_100epochs = with_schedule(nnUNetTrainerARH, "100epochs", __name__)
-nnUNetTrainerARH_realhalf_demo = with_schedule(nnUNetTrainerARH_realhalf, "demo", __name__)
-nnUNetTrainerARH_realhalf_5epochs = with_schedule(nnUNetTrainerARH_realhalf, "5epochs", __name__)
+__all__ = add_schedule_variants(globals(), nnUNetTrainerARH, nnUNetTrainerARH_realhalf)

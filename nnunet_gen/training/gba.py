@@ -27,7 +27,7 @@ from nnunet_gen.augment.transforms import GBAPatchTransform, insert_after_spatia
 from nnunet_gen.io.files import sha256_of_file
 from nnunet_gen.io.manifest import GBA_GENERATOR
 from nnunet_gen.training.naive_rescale import nnUNetTrainerNaiveRescale
-from nnunet_gen.training.schedules import with_schedule
+from nnunet_gen.training.schedules import add_schedule_variants
 from nnunet_gen.training.synthetic_data import nnUNetTrainerSyntheticData
 from synth.singan import SinGAN
 
@@ -102,11 +102,4 @@ class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
         return insert_after_spatial(transforms, gba)
 
 
-_SCHEDULES = ("smoke", "demo", "1epoch", "5epochs", "20epochs", "100epochs")
-for _base in (nnUNetTrainerGBA, nnUNetTrainerGBA_realhalf, nnUNetTrainerGBAOnline):
-    for _suffix in _SCHEDULES:
-        globals()[f"{_base.__name__}_{_suffix}"] = with_schedule(_base, _suffix, __name__)
-
-#: the trainer classes (what ``trainers/`` re-exports for nnUNet_extTrainer)
-__all__ = [f"{base}{suffix}" for base in ("nnUNetTrainerGBA", "nnUNetTrainerGBA_realhalf", "nnUNetTrainerGBAOnline")
-           for suffix in ("", *(f"_{s}" for s in _SCHEDULES))]
+__all__ = add_schedule_variants(globals(), nnUNetTrainerGBA, nnUNetTrainerGBA_realhalf, nnUNetTrainerGBAOnline)

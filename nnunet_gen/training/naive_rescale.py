@@ -23,7 +23,7 @@ from nnunet_gen.augment.transforms import (
 )
 from nnunet_gen.io.files import write_text
 from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir
-from nnunet_gen.training.schedules import with_schedule
+from nnunet_gen.training.schedules import add_schedule_variants
 
 STATS_FILE = "nnunet_gen_intensity_stats.json"
 
@@ -36,11 +36,13 @@ class nnUNetTrainerNaiveRescale(nnUNetTrainer):
         naive_labels: labels whose voxels are rescaled (CrossMoDA: the tumour only).
         naive_probability: chance that a patch is rescaled; None = K/(K+1), the mix of the offline dataset with the
             original plus K copies sampled uniformly.
+        naive_continuous: draw alpha from [min, max] of ``naive_alphas`` instead of the set itself.
     """
 
     naive_alphas: tuple[float, ...] = DEFAULT_ALPHAS
     naive_labels: tuple[int, ...] = (1,)
     naive_probability: float | None = None
+    naive_continuous: bool = False
 
     def _case_stats(self) -> dict[str, list[ChannelStats]]:
         """Per-case statistics from the raw dataset, cached next to the preprocessed data."""
@@ -79,13 +81,15 @@ class nnUNetTrainerNaiveRescale(nnUNetTrainer):
         p = self.naive_probability if self.naive_probability is not None else k / (k + 1)
         rescale = RandomNaiveRescaleTransform(self.naive_alphas, self.naive_labels,
                                               self.configuration_manager.use_mask_for_norm,
-                                              self._shared_case_context(), p)
+                                              self._shared_case_context(), p, self.naive_continuous)
         return insert_after_spatial(transforms, rescale)
 
 
-nnUNetTrainerNaiveRescale_smoke = with_schedule(nnUNetTrainerNaiveRescale, "smoke", __name__)
-nnUNetTrainerNaiveRescale_demo = with_schedule(nnUNetTrainerNaiveRescale, "demo", __name__)
-nnUNetTrainerNaiveRescale_1epoch = with_schedule(nnUNetTrainerNaiveRescale, "1epoch", __name__)
-nnUNetTrainerNaiveRescale_5epochs = with_schedule(nnUNetTrainerNaiveRescale, "5epochs", __name__)
-nnUNetTrainerNaiveRescale_20epochs = with_schedule(nnUNetTrainerNaiveRescale, "20epochs", __name__)
-nnUNetTrainerNaiveRescale_100epochs = with_schedule(nnUNetTrainerNaiveRescale, "100epochs", __name__)
+class nnUNetTrainerNaiveRescaleContinuous(nnUNetTrainerNaiveRescale):
+    """nnUNetTrainerNaiveRescale with alpha drawn from the interval [0.5, 1.5] (the paper's extreme alphas) instead of
+    the set {0.5, 0.8, 1.5}: the simplest alternative to a fixed alpha list a user would try."""
+
+    naive_continuous = True
+
+
+__all__ = add_schedule_variants(globals(), nnUNetTrainerNaiveRescale, nnUNetTrainerNaiveRescaleContinuous)

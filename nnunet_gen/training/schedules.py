@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
 
 #: suffix -> (epochs, training iterations per epoch, validation iterations per epoch)
 SCHEDULES: dict[str, tuple[int, int, int]] = {
     "smoke": (1, 2, 1),
-    "demo": (4, 25, 2),
+    "demo": (8, 50, 2),
     "1epoch": (1, 250, 50),
     "5epochs": (5, 250, 50),
     "20epochs": (20, 250, 50),
@@ -40,5 +41,21 @@ def with_schedule(base: type, suffix: str, module: str) -> type:
                                 "__doc__": f"{base.__name__} for {epochs} epochs x {iterations} iterations."})
 
 
-nnUNetTrainer_smoke = with_schedule(nnUNetTrainer, "smoke", __name__)
-nnUNetTrainer_demo = with_schedule(nnUNetTrainer, "demo", __name__)
+def add_schedule_variants(namespace: dict, *bases: type, suffixes: tuple[str, ...] = tuple(SCHEDULES)) -> list[str]:
+    """Bind ``{base}_{suffix}`` of every base and schedule in ``namespace`` (a trainer module's ``globals()``, so
+    pickle and nnU-Net's lookup find them) and return the names of the bases and their variants (for ``__all__``)."""
+    names = []
+    for base in bases:
+        names.append(base.__name__)
+        for suffix in suffixes:
+            variant = with_schedule(base, suffix, namespace["__name__"])
+            namespace[variant.__name__] = variant
+            names.append(variant.__name__)
+    return names
+
+
+#: Stock nnU-Net trainers on our schedules, the arms a user tries first. nnU-Net ships ``nnUNetTrainer_1epoch``,
+#: ``_5epochs``, ``_20epochs`` and ``_100epochs`` itself (its own folder is searched first), so only ``_smoke`` and
+#: ``_demo`` are added for the plain trainer; its heavier-augmentation variant ``nnUNetTrainerDA5`` gets every schedule.
+__all__ = (add_schedule_variants(globals(), nnUNetTrainer, suffixes=("smoke", "demo"))[1:]
+           + add_schedule_variants(globals(), nnUNetTrainerDA5)[1:])

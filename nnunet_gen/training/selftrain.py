@@ -14,12 +14,8 @@ from __future__ import annotations
 
 from nnunet_gen.io.manifest import Manifest
 from nnunet_gen.preprocess import read_sampling_config
-from nnunet_gen.training.schedules import with_schedule
+from nnunet_gen.training.schedules import add_schedule_variants
 from nnunet_gen.training.synthetic_data import nnUNetTrainerSyntheticData
-
-__all__ = ["nnUNetTrainerSelfTrain", "nnUNetTrainerSelfTrain_smoke", "nnUNetTrainerSelfTrain_demo",
-           "nnUNetTrainerSelfTrain_1epoch", "nnUNetTrainerSelfTrain_5epochs", "nnUNetTrainerSelfTrain_20epochs",
-           "nnUNetTrainerSelfTrain_100epochs"]
 
 
 def pseudo_sampling_mass(manifest: Manifest, pseudo_mass: float) -> dict[str, float]:
@@ -56,9 +52,4 @@ class nnUNetTrainerSelfTrain(nnUNetTrainerSyntheticData):
         return super().get_dataloaders()
 
 
-nnUNetTrainerSelfTrain_smoke = with_schedule(nnUNetTrainerSelfTrain, "smoke", __name__)
-nnUNetTrainerSelfTrain_demo = with_schedule(nnUNetTrainerSelfTrain, "demo", __name__)
-nnUNetTrainerSelfTrain_1epoch = with_schedule(nnUNetTrainerSelfTrain, "1epoch", __name__)
-nnUNetTrainerSelfTrain_5epochs = with_schedule(nnUNetTrainerSelfTrain, "5epochs", __name__)
-nnUNetTrainerSelfTrain_20epochs = with_schedule(nnUNetTrainerSelfTrain, "20epochs", __name__)
-nnUNetTrainerSelfTrain_100epochs = with_schedule(nnUNetTrainerSelfTrain, "100epochs", __name__)
+__all__ = add_schedule_variants(globals(), nnUNetTrainerSelfTrain)
