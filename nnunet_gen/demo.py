@@ -110,16 +110,17 @@ def prepare_data(workdir: Path, seed: int, log: Progress) -> Path:
     return singan
 
 
-def demo_figure(workdir: Path, predictions: dict[str, Path], case: str) -> Path:
-    """One centre-B case: the image with its reference, then each arm's prediction over the reference."""
+def demo_figure(workdir: Path, predictions: dict[str, tuple[Path, float]], case: str) -> Path:
+    """One centre-B case: the image with its reference, then each arm's prediction over the reference (titles give
+    the arm's mean centre-B Dice)."""
     source = workdir / "nnUNet_raw" / SOURCE_NAME
     label, _ = read_image(source / "labelsTs" / f"{case}.nii.gz")
     image, _ = read_image(source / "imagesTs" / f"{case}_0000.nii.gz")
     z = tumour_slice(label)
     row = [(f"{case} (centre B): reference", image[z], label[z])]
-    for arm, folder in predictions.items():
+    for arm, (folder, dice) in predictions.items():
         prediction, _ = read_image(folder / f"{case}.nii.gz")
-        row.append((arm, image[z], [label[z], prediction[z]]))
+        row.append((f"{arm}\n(centre-B Dice {dice:.2f})", image[z], [label[z], prediction[z]]))
     path = workdir / "demo_centreB.png"
     slice_montage([row], path, "centre-B test case: reference (red) and prediction (cyan) per arm")
     return path
@@ -160,15 +161,15 @@ def run_demo(workdir: Path, seed: int = 0, folds: Sequence[int] = (0,)) -> dict[
                 log(f"training {arm.name}: nnUNetv2_train {arm.dataset} 3d_fullres {fold} -tr {arm.trainer} "
                     f"-p {DEMO_PLANS}")
                 backend.train(arm.dataset, fold, logs / f"{arm.trainer}_fold{fold}.log")
-        out = workdir / "predictions_centreB" / arm.trainer
+        out = workdir / "predictions_centreB" / f"{arm.trainer}_folds{'_'.join(map(str, folds))}"
         if not out.is_dir():
             log(f"predicting centre B with {arm.name}")
             backend.predict(arm.dataset, test / "imagesTs", out, False, logs / f"{arm.trainer}_predict.log",
                             mirroring=False)
         rows = evaluate_folders(out, test / "labelsTs", [1], num_processes=1)
-        write_reports(rows, workdir / "evaluation" / arm.trainer, name="centreB")
+        write_reports(rows, workdir / "evaluation" / out.name, name="centreB")
         dice[arm] = summarize(rows)["1"]["Dice"]["mean"]
-        predictions[arm.name] = out
+        predictions[arm.name] = (out, dice[arm])
         log(f"{arm.name}: centre-B Dice {dice[arm]:.3f}")
     figure = demo_figure(workdir, predictions, "phantomB_000")
     montage = Path(qc_montage(GBA_NAME, str(workdir / "demo_gba_qc.png"), num_cases=3, variants_per_case=3))

@@ -1,7 +1,7 @@
 """Short training schedules as trainer class variants, nnU-Net's convention (``nnUNetTrainer_5epochs``).
 
-nnU-Net 3d_fullres takes about 2 s per iteration on a 2-core CPU, so the default 1000 x 250 iterations cannot run
-here; ``smoke`` (tests) and ``demo`` exist for CPU, the epoch variants keep nnU-Net's 250 iterations per epoch.
+nnU-Net's default 1000 x 250 iterations cannot run on a 2-core CPU (README: seconds per iteration), so ``smoke``
+(tests) and ``demo`` exist for CPU; the epoch variants keep nnU-Net's 250 iterations per epoch.
 Every variant is a real module-level class (picklable, found by ``nnUNet_extTrainer``).
 """
 from __future__ import annotations
