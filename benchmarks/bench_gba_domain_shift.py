@@ -12,6 +12,8 @@ slice (the target modality, unlabelled: the paper's setting); ``render gba --no-
 * naive: ``nnUNetTrainerGBA_<schedule>`` on the --no-blend rendering,
 * naive-continuous: ``nnUNetTrainerNaiveRescaleContinuous_<schedule>`` on the source (alpha ~ U(0.5, 1.5)),
 * GBA: ``nnUNetTrainerGBA_<schedule>`` on the GBA rendering,
+* GBA, contrast kept: the same on ``render gba --keep-contrast`` (the naive copy's tumour/surround contrast
+  re-imposed after blending; same SinGAN, alphas, scales and seeds),
 
 and ``nnUNetv2_predict --disable_tta`` (no test-time mirroring, every arm alike) on (1) the centre-B test cases, (2)
 held-out centre-A cases (in-domain) and (3) the same held-out cases with the tumour rescaled by 0.5 (in-domain dark
@@ -49,11 +51,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
 LOCK = "/tmp/nnunet_gen_cpu.lock"
-SOURCE, NAIVE, GBA = 971, 972, 973
+SOURCE, NAIVE, GBA, GBA_KEEP = 971, 972, 973, 974
 PLANS = "nnUNetPlansSmall"
 ARM_KEYS = {"nnUNetTrainer": "baseline", "nnUNetTrainerDA5": "da5", "GIN": "gin",
             "naive (render gba --no-blend)": "naive", "naive, continuous alpha (on the fly)": "naive-continuous",
-            "GBA": "gba"}
+            "GBA": "gba", "GBA, contrast kept": "gba-keep"}
 
 
 def held_out_centre_a(folder: Path, seed: int, count: int, shape: tuple[int, int, int], factor: float) -> Path:
@@ -87,7 +89,8 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                            "nnUNet_def_n_proc")})
     raw = workdir / "nnUNet_raw"
-    names = {SOURCE: "Dataset971_Shift", NAIVE: "Dataset972_ShiftNaive", GBA: "Dataset973_ShiftGBA"}
+    names = {SOURCE: "Dataset971_Shift", NAIVE: "Dataset972_ShiftNaive", GBA: "Dataset973_ShiftGBA",
+             GBA_KEEP: "Dataset974_ShiftGBAKeep"}
     singan = workdir / f"singan_centre{args.target_centre}.safetensors"
     if not (raw / names[SOURCE]).is_dir():
         assert nnunet_gen(["phantom", "-d", str(SOURCE), "--name", "Shift", "--cases-a", str(args.cases_a),
@@ -106,7 +109,11 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     if not (raw / names[GBA]).is_dir():
         assert nnunet_gen(["render", "gba", "-d", str(SOURCE), "-o", str(GBA), "--name", "ShiftGBA", "--singan",
                            str(singan), "--scales", *map(str, args.scales), *common]) == 0
-    for dataset in (SOURCE, NAIVE, GBA):
+    if "gba-keep" in args.arms and not (raw / names[GBA_KEEP]).is_dir():
+        assert nnunet_gen(["render", "gba", "-d", str(SOURCE), "-o", str(GBA_KEEP), "--name", "ShiftGBAKeep",
+                           "--singan", str(singan), "--scales", *map(str, args.scales), "--keep-contrast",
+                           *common]) == 0
+    for dataset in (d for d in names if d != GBA_KEEP or "gba-keep" in args.arms):
         preprocessed = workdir / "nnUNet_preprocessed" / names[dataset]
         if not is_preprocessed(dataset):
             plan_and_preprocess(dataset, num_processes=1)
@@ -119,7 +126,8 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
             "GIN": (SOURCE, f"nnUNetTrainerGIN_{args.schedule}"),
             "naive (render gba --no-blend)": (NAIVE, f"nnUNetTrainerGBA_{args.schedule}"),
             "naive, continuous alpha (on the fly)": (SOURCE, f"nnUNetTrainerNaiveRescaleContinuous_{args.schedule}"),
-            "GBA": (GBA, f"nnUNetTrainerGBA_{args.schedule}")}
+            "GBA": (GBA, f"nnUNetTrainerGBA_{args.schedule}"),
+            "GBA, contrast kept": (GBA_KEEP, f"nnUNetTrainerGBA_{args.schedule}")}
     arms = {arm: dataset_trainer for arm, dataset_trainer in arms.items() if ARM_KEYS[arm] in args.arms}
     train_env = {**env, "nnUNet_n_proc_DA": str(args.n_proc_da), "OMP_NUM_THREADS": str(args.threads)}
 

@@ -10,6 +10,7 @@ from nnunet_gen.augment.gba import (
     axial_weighting_mask,
     derived_seed,
     select_gba_parameters,
+    tumour_contrast,
     tumour_statistics,
 )
 from nnunet_gen.augment.naive_rescale import NaiveRescale
@@ -77,6 +78,37 @@ def test_blending_follows_eq7_and_keeps_far_voxels(singan: SinGAN) -> None:
     np.testing.assert_array_equal(transform(image, label, singan), out)  # deterministic
     again = GenerativeBlending.from_parameters(transform.parameters())
     assert again == transform
+
+
+def test_tumour_contrast_is_tumour_mean_over_ring_mean() -> None:
+    image = np.full((3, 16, 16), 100.0, np.float32)
+    tumour = np.zeros(image.shape, bool)
+    tumour[1] = ball(image.shape, (1, 8, 8), 2)[1].astype(bool)
+    image[tumour] = 50.0
+    image[0] = 7.0  # other slices are not part of the ring
+    assert tumour_contrast(image, tumour) == pytest.approx(0.5)
+    assert np.isnan(tumour_contrast(image, np.zeros_like(tumour)))
+
+
+def test_keep_contrast_restores_the_naive_contrast_and_keeps_texture(singan: SinGAN) -> None:
+    image = textured_volume()
+    label = ball(image.shape, (3, 12, 12), 4)
+    tumour = label.astype(bool)
+    for alpha in (0.5, 1.5):
+        plain = GenerativeBlending(alpha, start_scale=1, dilation_radius=2, sigma=1.5, seed=5).render(
+            image, label, singan)
+        kept = GenerativeBlending(alpha, start_scale=1, dilation_radius=2, sigma=1.5, seed=5,
+                                  keep_contrast=True).render(image, label, singan)
+        naive = NaiveRescale(alpha)(image, label)
+        assert kept.contrast["naive"] == pytest.approx(tumour_contrast(naive, tumour))
+        assert kept.contrast["output"] == pytest.approx(kept.contrast["naive"], rel=1e-5)
+        assert abs(plain.contrast["output"] - plain.contrast["naive"]) > 1e-3  # the SinGAN moved it
+        np.testing.assert_array_equal(kept.image[~tumour], plain.image[~tumour])  # only tumour voxels change
+        factor = kept.image[tumour] / plain.image[tumour]
+        np.testing.assert_allclose(factor, factor[0], rtol=1e-5)  # one factor: the SinGAN texture is kept
+    recorded = {"alpha": 0.5, "start_scale": 1}  # a manifest written before keep_contrast existed
+    assert GenerativeBlending.from_parameters(recorded).keep_contrast is False
+    assert GenerativeBlending.from_parameters({**recorded, "keep_contrast": True}).keep_contrast
 
 
 def test_case_without_tumour_is_unchanged(singan: SinGAN, caplog: pytest.LogCaptureFixture) -> None:

@@ -94,6 +94,23 @@ def test_render_gba_geometry_far_voxels_manifest_and_skip(work):
         np.testing.assert_allclose(copy.images[0], rerendered, atol=1e-3)  # re-rendered from the manifest
 
 
+def test_keep_contrast_and_min_contrast(work):
+    """--keep-contrast gives every copy the naive copy's contrast; --min-contrast drops invisible tumours (alpha
+    0.73 brings the phantom's bright tumours, contrast ~1.37, to ~1.0) and lists them in the manifest."""
+    assert main(["render", "gba", "-d", "701", "-o", "703", "--singan", str(work["singan"]), "--keep-contrast",
+                 "--min-contrast", "0.1", *RENDER[:1], "0.5", "0.73", "1.5", *RENDER[3:]]) == 0
+    manifest = Manifest.load(RawDataset.find(703).folder)
+    kept = [manifest.cases[c].params for c in manifest.of_kind("synthetic")]
+    dropped = {c: why for c, why in manifest.skipped.items() if c != "phantomA_empty"}
+    assert len(kept) + len(dropped) == 15 and {p["alpha"] for p in kept} == {0.5, 1.5}
+    assert dropped and all("tumour invisible" in why for why in dropped.values())
+    for params in kept:
+        contrast = params["contrast"]
+        assert params["keep_contrast"] and contrast["output"] == pytest.approx(contrast["naive"], abs=2e-4)
+        assert abs(contrast["output"] - 1) >= 0.1 and contrast["original"] > 1.2
+    assert not any((RawDataset.find(703).folder / "imagesTr").glob("*_gba01_0000.nii.gz"))
+
+
 def test_render_resumes_after_interruption_with_identical_output(work):
     renderer = gba_renderer(str(work["singan"]), alphas=(0.5, 1.5), generators_retained=(2,), dilation_radius=2,
                             sigma=1.0)
@@ -194,6 +211,10 @@ def test_distribution_and_qc_commands(work, tmp_path):
     assert len(report["proposal"]["alphas"]) == 2 and (tmp_path / "dist" / "tumour_distribution.png").is_file()
     assert main(["qc", "gba", "-d", "702", "-o", str(tmp_path / "qc.png"), "--cases", "2"]) == 0
     assert (tmp_path / "qc.png").stat().st_size > 10_000
+    assert main(["qc", "gba", "-d", "702", "-o", str(tmp_path / "qc_target.png"), "--cases", "2",
+                 "--target-image", str(source / "imagesTs" / "phantomB_000_0000.nii.gz"),
+                 "--target-label", str(source / "labelsTs" / "phantomB_000.nii.gz")]) == 0
+    assert (tmp_path / "qc_target.png").stat().st_size > (tmp_path / "qc.png").stat().st_size
 
 
 def test_stock_nnunet_trains_gba_offline_and_online(work):

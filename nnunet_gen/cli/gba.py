@@ -47,11 +47,13 @@ def cmd_render_gba(args) -> None:
         raise DataError(str(args.singan), "SinGAN checkpoint not found")
     apply_threads(args)
     renderer = gba_renderer(args.singan, args.labels, args.alphas, args.scales, args.samples, args.rules,
-                            args.dilation, args.sigma, args.seed, blend, args.channel, device=device(args))
+                            args.dilation, args.sigma, args.seed, blend, args.channel, device=device(args),
+                            keep_contrast=args.keep_contrast, min_contrast=args.min_contrast)
     job = {"command": "render gba", "singan": str(args.singan) if args.singan else None,
            "singan_sha256": sha256_of_file(args.singan) if args.singan else None, "labels": args.labels,
            "alphas": args.alphas, "scales": args.scales, "samples": args.samples, "rules": args.rules,
-           "dilation": args.dilation, "sigma": args.sigma, "seed": args.seed, "blend": blend, "channel": args.channel}
+           "dilation": args.dilation, "sigma": args.sigma, "seed": args.seed, "blend": blend, "channel": args.channel,
+           "keep_contrast": args.keep_contrast, "min_contrast": args.min_contrast}
     name = target_name(args, "GBA" if blend else "GBANoBlend")
     manifest = render_dataset(args.d, args.o, name, renderer, job, args.overwrite, desc="render gba",
                               labels=args.labels)
@@ -80,7 +82,10 @@ def cmd_tumour_distribution(args) -> None:
 
 def cmd_qc_gba(args) -> None:
     from nnunet_gen.qc.gba import qc_montage
-    print(qc_montage(args.d, args.o, args.cases, args.variants))
+    if (args.target_image is None) != (args.target_label is None):
+        raise DataError("qc gba", "--target-image and --target-label go together")
+    target = (args.target_image, args.target_label) if args.target_image else None
+    print(qc_montage(args.d, args.o, args.cases, args.variants, target))
 
 
 def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction) -> None:
@@ -115,6 +120,12 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("--dilation", type=int, default=7, help="in-plane mask dilation radius in px (eq. 7)")
     s.add_argument("--sigma", type=float, default=5.0, help="in-plane Gaussian sigma of the mask in px (eq. 7)")
     s.add_argument("--no-blend", action="store_true", help="naive rescaling through the same code path")
+    s.add_argument("--keep-contrast", action="store_true",
+                   help="re-impose the naive copy's tumour/surround contrast after blending (the SinGAN otherwise "
+                        "pulls the tumour back toward its surroundings; not in the paper)")
+    s.add_argument("--min-contrast", type=float, default=0.0,
+                   help="drop copies whose tumour/surround contrast is within this of 1 (invisible tumour, label "
+                        "noise); 0 keeps every copy (paper)")
     s.add_argument("--channel", type=int, default=0, help="channel the SinGAN was trained on")
     s.add_argument("--seed", type=int, default=0)
     add_device(s)
@@ -137,4 +148,6 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("-o", required=True, help="output PNG")
     s.add_argument("--cases", type=int, default=3)
     s.add_argument("--variants", type=int, default=2, help="GBA copies shown per case")
+    s.add_argument("--target-image", help="a real target-modality image shown next to each row (realism check)")
+    s.add_argument("--target-label", help="its tumour label or pseudo-label")
     s.set_defaults(func=cmd_qc_gba)

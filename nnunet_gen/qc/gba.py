@@ -1,19 +1,40 @@
-"""QC montage of a GBA-rendered dataset: per case the original, the naive copy and the GBA copy of the same alpha."""
+"""QC montage of a GBA-rendered dataset: per case the original, the naive copy and the GBA copy of the same alpha,
+each titled with its tumour/surround contrast, and optionally a real target-modality tumour to judge realism."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
-from nnunet_gen.augment.gba import GenerativeBlending
+from nnunet_gen.augment.gba import GenerativeBlending, tumour_contrast
 from nnunet_gen.errors import DataError
+from nnunet_gen.io.images import read_image
 from nnunet_gen.io.manifest import GBA_GENERATOR, Manifest
 from nnunet_gen.io.raw_dataset import RawDataset
 from nnunet_gen.qc.figures import slice_montage, tumour_slice
 
 
-def qc_montage(dataset: str | int, out: str, num_cases: int = 3, variants_per_case: int = 3) -> str:
+def target_panel(image_file: str, label_file: str, labels: list[int]) -> tuple[str, np.ndarray, np.ndarray]:
+    """The axial slice through a real target tumour (label: reference or pseudo-label), titled with its contrast."""
+    image, _ = read_image(image_file, "--target-image")
+    label, _ = read_image(label_file, "--target-label")
+    if image.shape != label.shape:
+        raise DataError(label_file, f"label shape {label.shape} != image shape {image.shape}")
+    tumour = np.isin(label, labels)
+    if not tumour.any():
+        raise DataError(label_file, f"no voxels with labels {labels}: no target tumour to show")
+    z = tumour_slice(tumour.astype(np.uint8))
+    name = Path(image_file).name.split(".")[0]
+    return f"target {name} c={tumour_contrast(image, tumour):.2f}", image[z], tumour[z]
+
+
+def qc_montage(dataset: str | int, out: str, num_cases: int = 3, variants_per_case: int = 3,
+               target: tuple[str, str] | None = None) -> str:
     """PNG: per real case with GBA copies, the original, the naive-rescaled and the GBA axial slice through the tumour
-    (red: tumour contour). The naive panel is re-rendered from the GBA copy's recorded parameters with
-    ``blend=False`` (same alpha, same code path), so each naive/GBA pair differs only in the blending."""
+    (red: tumour contour), each titled with its :func:`tumour_contrast` ``c``, and, with ``target`` = (image file,
+    label file), a real target tumour at the end of every row. The naive panel is re-rendered from the GBA copy's
+    recorded parameters with ``blend=False`` (same alpha, same code path), so each naive/GBA pair differs only in
+    the blending."""
     raw = RawDataset.find(dataset)
     manifest = Manifest.load(raw.folder)
     if manifest is None:
@@ -25,6 +46,7 @@ def qc_montage(dataset: str | int, out: str, num_cases: int = 3, variants_per_ca
             copies.setdefault(record.source_case, []).append(case_id)
     if not copies:
         raise DataError(raw.name, "no GBA copies in the manifest (rendered with --no-blend, or by another generator)")
+    target_row_panel = None
     rows = []
     for source_id in sorted(copies)[:num_cases]:
         case = raw.read_case(source_id)
@@ -32,7 +54,10 @@ def qc_montage(dataset: str | int, out: str, num_cases: int = 3, variants_per_ca
         tumour = np.isin(case.label, first["labels"])
         z = tumour_slice(tumour.astype(np.uint8))
         contour = tumour[z]
-        row = [(f"{source_id} original", case.images[int(first.get("channel", 0)), z], contour)]
+        original = case.images[int(first.get("channel", 0))]
+        if target is not None and target_row_panel is None:
+            target_row_panel = target_panel(*target, list(first["labels"]))
+        row = [(f"{source_id} c={tumour_contrast(original, tumour):.2f}", original[z], contour)]
         by_alpha: dict[float, str] = {}
         for copy_id in copies[source_id]:  # one copy per alpha first, so a row shows different contrasts
             by_alpha.setdefault(manifest.cases[copy_id].params["alpha"], copy_id)
@@ -42,8 +67,11 @@ def qc_montage(dataset: str | int, out: str, num_cases: int = 3, variants_per_ca
             channel = int(params.get("channel", 0))
             naive = GenerativeBlending.from_parameters({**params, "blend": False})(case.images[channel], case.label)
             gba = raw.read_case(copy_id).images[channel]
-            row.append((f"naive a={params['alpha']:g}", naive[z], contour))
-            row.append((f"GBA a={params['alpha']:g} n={params['start_scale']}", gba[z], contour))
-        rows.append(row)
-    slice_montage(rows, out, f"{raw.name}: original / naive rescaling / GBA (red: tumour)")
+            kept = " kept" if params.get("keep_contrast") else ""
+            row.append((f"naive a={params['alpha']:g} c={tumour_contrast(naive, tumour):.2f}", naive[z], contour))
+            row.append((f"GBA a={params['alpha']:g} n={params['start_scale']}{kept} "
+                        f"c={tumour_contrast(gba, tumour):.2f}", gba[z], contour))
+        rows.append(row + ([target_row_panel] if target_row_panel else []))
+    slice_montage(rows, out, f"{raw.name}: original / naive rescaling / GBA{' / real target' if target else ''} "
+                             f"(red: tumour; c: tumour/surround contrast)")
     return out

@@ -30,6 +30,7 @@ class Variant:
     seed: int | None = None
     checkpoint_sha256: str | None = None
     extra: dict = field(default_factory=dict)
+    dropped: str | None = None  # why this copy is not written (recorded in the manifest's ``skipped``)
 
 
 #: A renderer maps a real case to its variants, or raises :class:`SkipCase` with the reason.
@@ -73,6 +74,9 @@ def render_dataset(source: str | int, target_id: int, target_name: str, renderer
                 continue
             for v in variants:
                 new_id = f"{case_id}_{v.suffix}"
+                if v.dropped is not None:
+                    manifest.skipped[new_id] = v.dropped
+                    continue
                 manifest.add(CaseRecord(new_id, "synthetic", case_id, record.group, v.generator, v.params, v.seed,
                                         v.checkpoint_sha256))
                 if not writer.has_case(new_id):

@@ -14,6 +14,12 @@ Parameter selection (``rules``):
 Injection scales are given as the number of finest generators retained (the paper's wording, section 4.2.1):
 ``start_scale = num_scales - retained``.
 
+Contrast (issue 14): every copy's record holds ``contrast`` = the :func:`~nnunet_gen.augment.gba.tumour_contrast`
+of the original, the naive copy and the written copy. ``keep_contrast`` re-imposes the naive copy's contrast after
+blending (not in the paper); ``min_contrast`` drops copies whose tumour is invisible by its mean
+(``|contrast - 1| < min_contrast``): they would keep the label on a tumour that is not there (label noise). Dropped
+copies are listed in the manifest's ``skipped`` with their contrast. Both are off by default (the paper's behaviour).
+
 Multi-channel datasets: GBA is applied to the SinGAN's modality ``channel``; other channels are copied unchanged.
 """
 from __future__ import annotations
@@ -32,6 +38,7 @@ from nnunet_gen.augment.gba import (
     parameter_grid,
     select_gba_parameters,
     singan_window,
+    tumour_contrast,
 )
 from nnunet_gen.augment.naive_rescale import DEFAULT_ALPHAS
 from nnunet_gen.errors import DataError
@@ -67,7 +74,8 @@ def fixed_parameters(alphas: Sequence[float], generators_retained: Sequence[int]
 def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: Sequence[float] = DEFAULT_ALPHAS,
                  generators_retained: Sequence[int] = (3, 4), samples: int = 1, rules: str = "fixed",
                  dilation_radius: int = 7, sigma: float = 5.0, seed: int = 0, blend: bool = True, channel: int = 0,
-                 selection_rules: GBASelectionRules = GBASelectionRules(), device: str = "cpu") -> Renderer:
+                 selection_rules: GBASelectionRules = GBASelectionRules(), device: str = "cpu",
+                 keep_contrast: bool = False, min_contrast: float = 0.0) -> Renderer:
     """A :data:`~nnunet_gen.render.Renderer` of GBA copies (see the module docstring for ``rules`` and windows).
 
     Bad parameters (alpha <= 0, unknown rules, missing SinGAN, unusable scales) raise a one-line DataError before
@@ -82,6 +90,8 @@ def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: 
         raise DataError("--samples", f"must be >= 1, got {samples}")
     if dilation_radius < 0 or sigma < 0:
         raise DataError("--dilation/--sigma", "must be >= 0")
+    if not 0 <= min_contrast < 1:
+        raise DataError("--min-contrast", f"must be in [0, 1), got {min_contrast}")
     labels = tuple(int(v) for v in labels)
     singan, sha = None, None
     if blend or rules == "paper":
@@ -114,12 +124,21 @@ def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: 
         else:
             renders = fixed_parameters(alphas, generators_retained, samples, num_scales, seed_of_case, labels,
                                        dilation_radius, sigma, blend)
+        tumour = np.isin(case.label, labels)
         for k, params in enumerate(renders):
+            params = {**params, "keep_contrast": bool(keep_contrast and blend)}
             transform = GenerativeBlending.from_parameters(params)
             blended, window = blend_in_window(transform, image, case.label, singan if blend else None, where)
             images = case.images.astype(np.float32, copy=True)
             images[channel] = blended
-            record = {**params, "channel": channel, "window": window.to_json() if window else None}
-            yield Variant(f"gba{k:02d}", images, case.label, GBA_GENERATOR, record, params["seed"], sha)
+            contrast = {"original": tumour_contrast(image, tumour),
+                        "naive": tumour_contrast(transform.with_blend(False)(image, case.label), tumour),
+                        "output": tumour_contrast(blended, tumour)}
+            record = {**params, "channel": channel, "window": window.to_json() if window else None,
+                      "contrast": {name: round(value, 4) for name, value in contrast.items()}}
+            invisible = abs(contrast["output"] - 1.0) < min_contrast
+            yield Variant(f"gba{k:02d}", images, case.label, GBA_GENERATOR, record, params["seed"], sha,
+                          dropped=f"tumour invisible: contrast {contrast['output']:.3f} (|contrast - 1| < "
+                                  f"--min-contrast {min_contrast:g})" if invisible else None)
 
     return render
