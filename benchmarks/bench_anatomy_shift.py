@@ -12,7 +12,8 @@ Arms, all with the same derived plans (``--features``), the same schedule and ``
 * ``gin``: ``nnUNetTrainerGIN`` (random shallow conv nets, Ouyang et al. 2022);
 * ``naive``: ``nnUNetTrainerNaiveRescale`` (alphas 0.5, 0.8, 1.5; GBA paper eq. 5);
 * ``naive-continuous``: ``nnUNetTrainerNaiveRescaleContinuous`` (alpha ~ U(0.5, 1.5));
-* ``gba``: ``nnUNetTrainerGBA`` on copies rendered with a SinGAN trained on one unlabelled target slice.
+* ``gba``: ``nnUNetTrainerGBA`` on copies rendered with a SinGAN trained on one unlabelled target slice;
+* ``gba-keep``: the same with ``render gba --keep-contrast`` (the naive copy's tumour/surround contrast re-imposed).
 
 Each training seed has its own work folder (its own SinGAN and GBA render with that seed). Every arm is scored on the
 target test set, the in-domain test set and the in-domain set with lesions x 0.5 (Dice, mean over cases); the report
@@ -34,13 +35,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 OUTPUT = Path(__file__).resolve().parent / "output"
-SOURCE_ID, GBA_ID = 981, 983
+SOURCE_ID, GBA_ID, GBA_KEEP_ID = 981, 983, 984
 SOURCE_NAME, GBA_NAME = "Dataset981_AnatomyShift", "Dataset983_AnatomyShiftGBA"
+GBA_KEEP_NAME = "Dataset984_AnatomyShiftGBAKeep"
 PLANS = "nnUNetPlansBench"
 ARMS = {"default": (SOURCE_NAME, "nnUNetTrainer"), "da5": (SOURCE_NAME, "nnUNetTrainerDA5"),
         "gin": (SOURCE_NAME, "nnUNetTrainerGIN"), "naive": (SOURCE_NAME, "nnUNetTrainerNaiveRescale"),
         "naive-continuous": (SOURCE_NAME, "nnUNetTrainerNaiveRescaleContinuous"),
-        "gba": (GBA_NAME, "nnUNetTrainerGBA")}
+        "gba": (GBA_NAME, "nnUNetTrainerGBA"), "gba-keep": (GBA_KEEP_NAME, "nnUNetTrainerGBA")}
 #: test set -> (raw images folder, raw labels folder, case prefix in the joint prediction folder)
 TEST_SETS = {"target": ("imagesTs", "labelsTs", ""), "in-domain": ("imagesTsInDomain", "labelsTsInDomain", ""),
              "in-domain lesion x0.5": ("imagesTsInDomainDark", "labelsTsInDomainDark", "dark_")}
@@ -95,11 +97,13 @@ def prepare_seed(seed: int, data: Path, args) -> tuple[Path, dict[str, str]]:
         assert nnunet_gen(["singan", "train", "-d", str(SOURCE_ID), "--case", "pool_00", "--images-folder",
                            "imagesUnlabelledTr", "-o", str(singan), "--min-size", "14", "--max-size", "40",
                            "--iters", str(args.singan_iters), "--seed", str(seed), "-device", args.device]) == 0
+    render = ["render", "gba", "-d", str(SOURCE_ID), "--singan", str(singan), "--alphas", "0.5", "0.8", "1.5",
+              "--scales", "3", "--dilation", "3", "--sigma", "2", "--seed", str(seed), "-device", args.device]
     if not (raw / GBA_NAME).is_dir():
-        assert nnunet_gen(["render", "gba", "-d", str(SOURCE_ID), "-o", str(GBA_ID), "--singan", str(singan),
-                           "--alphas", "0.5", "0.8", "1.5", "--scales", "3", "--dilation", "3", "--sigma", "2",
-                           "--seed", str(seed), "-device", args.device]) == 0
-    for dataset in (SOURCE_NAME, GBA_NAME):
+        assert nnunet_gen([*render, "-o", str(GBA_ID)]) == 0
+    if "gba-keep" in args.arms and not (raw / GBA_KEEP_NAME).is_dir():
+        assert nnunet_gen([*render, "-o", str(GBA_KEEP_ID), "--name", "AnatomyShiftGBAKeep", "--keep-contrast"]) == 0
+    for dataset in (SOURCE_NAME, GBA_NAME, *([GBA_KEEP_NAME] if "gba-keep" in args.arms else [])):
         if not is_preprocessed(dataset):
             plan_and_preprocess(dataset, num_processes=args.np)
         derive_plans(dataset, PLANS, *args.features)

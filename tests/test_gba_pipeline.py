@@ -192,6 +192,10 @@ def test_online_transform_matches_offline_gba(work):
     assert called["image"].shape == (1, *normalised.shape) and torch.equal(called["segmentation"],
                                                                           torch.from_numpy(seg))
     assert (called["image"][0].numpy() != normalised).any()
+    keeping = GBAPatchTransform(singan, (0.5,), (2,), (1,), 2, 1.0, 0, [False], CaseContext({"a": stats}), 1.0,
+                                keep_contrast=True)
+    keeping.context.current = "a"
+    assert keeping.get_parameters(segmentation=torch.from_numpy(seg))["transform"].keep_contrast
 
 
 def test_propose_alphas_covers_the_target():
@@ -225,7 +229,7 @@ def test_stock_nnunet_trains_gba_offline_and_online(work):
     env = {**os.environ, **work["env"], "nnUNet_compile": "f", "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0",
            "nnUNet_extTrainer": str(REPO / "trainers"), "nnunet_gen_SINGAN": str(work["singan"]),
            "OMP_NUM_THREADS": "1"}
-    for dataset, trainer in (("702", "nnUNetTrainerGBA_smoke"), ("701", "nnUNetTrainerGBAOnline_smoke")):
+    for dataset, trainer in (("702", "nnUNetTrainerGBA_smoke"), ("701", "nnUNetTrainerGBAOnlineKeepContrast_smoke")):
         result = subprocess.run([BIN / "nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
                                 env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -235,6 +239,7 @@ def test_stock_nnunet_trains_gba_offline_and_online(work):
     assert validated and all(manifest.cases[c].kind == "real" for c in validated)
     split = json.loads((root / "pre" / "Dataset702_GGBA" / "splits_final.json").read_text())[0]
     assert not any(manifest.cases[c].source_case in validated for c in split["train"])
-    online = root / "res" / "Dataset701_G" / "nnUNetTrainerGBAOnline_smoke__nnUNetPlans__3d_fullres" / "fold_0"
+    online = (root / "res" / "Dataset701_G" / "nnUNetTrainerGBAOnlineKeepContrast_smoke__nnUNetPlans__3d_fullres"
+              / "fold_0")
     assert (online / "checkpoint_final.pth").is_file()
     assert any("GBA online: SinGAN" in p.read_text() for p in online.glob("training_log_*.txt"))

@@ -146,11 +146,14 @@ class GBAPatchTransform(BasicTransform):
         use_mask_for_norm: per channel, whether nnU-Net normalised only the nonzero region (seg >= 0).
         context: per-case :class:`ChannelStats`, see :class:`~nnunet_gen.augment.transforms.CaseContextDataset`.
         axial_axis: the patch axis holding the raw volume's axial (Z) axis (plans' ``transpose_forward``).
+        keep_contrast: re-impose the naive copy's tumour/surround contrast after blending
+            (:class:`~nnunet_gen.augment.gba.GenerativeBlending`).
     """
 
     def __init__(self, singan: SinGAN, alphas: Sequence[float], generators_retained: Sequence[int],
                  labels: Sequence[int], dilation_radius: int, sigma: float, channel: int,
-                 use_mask_for_norm: Sequence[bool], context: CaseContext, p: float, axial_axis: int = 0):
+                 use_mask_for_norm: Sequence[bool], context: CaseContext, p: float, axial_axis: int = 0,
+                 keep_contrast: bool = False):
         super().__init__()
         if any(not a > 0 for a in alphas):
             raise ValueError(f"alphas must be > 0, got {list(alphas)}")
@@ -165,13 +168,15 @@ class GBAPatchTransform(BasicTransform):
         self.dilation_radius, self.sigma, self.channel = int(dilation_radius), float(sigma), int(channel)
         self.use_mask_for_norm = tuple(bool(v) for v in use_mask_for_norm)
         self.context, self.p, self.axial_axis = context, float(p), int(axial_axis)
+        self.keep_contrast = bool(keep_contrast)
 
     def get_parameters(self, **data_dict) -> dict:
         if np.random.uniform() >= self.p:
             return {"transform": None}
         transform = GenerativeBlending(self.alphas[np.random.randint(len(self.alphas))],
                                        self.start_scales[np.random.randint(len(self.start_scales))], self.labels,
-                                       self.dilation_radius, self.sigma, int(np.random.randint(2 ** 31 - 1)))
+                                       self.dilation_radius, self.sigma, int(np.random.randint(2 ** 31 - 1)),
+                                       keep_contrast=self.keep_contrast)
         stats: list[ChannelStats] = self.context.current_value()
         return {"transform": transform, "stats": stats[self.channel], "label": data_dict["segmentation"][0]}
 

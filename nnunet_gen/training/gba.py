@@ -75,6 +75,7 @@ class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
         gba_channel: the SinGAN's modality channel.
         gba_probability: chance that a patch is blended; None = K/(K+1) with K = alphas x scales, the mix of an
             offline dataset holding each case plus its K fixed-rule copies, sampled uniformly.
+        gba_keep_contrast: re-impose the naive copy's tumour/surround contrast after blending (not in the paper).
         naive_labels (inherited): the tumour labels whose intensities are altered.
     """
 
@@ -85,6 +86,7 @@ class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
     gba_sigma: float = 5.0
     gba_channel: int = 0
     gba_probability: float | None = None
+    gba_keep_contrast: bool = False
 
     def get_training_transforms(self, *args, **kwargs):
         transforms = nnUNetTrainer.get_training_transforms(*args, **kwargs)
@@ -98,8 +100,16 @@ class nnUNetTrainerGBAOnline(nnUNetTrainerNaiveRescale):
         gba = GBAPatchTransform(singan, self.gba_alphas, self.gba_generators_retained, self.naive_labels,
                                 self.gba_dilation_radius, self.gba_sigma, self.gba_channel,
                                 self.configuration_manager.use_mask_for_norm, self._shared_case_context(), p,
-                                axial_axis)
+                                axial_axis, self.gba_keep_contrast)
         return insert_after_spatial(transforms, gba)
 
 
-__all__ = add_schedule_variants(globals(), nnUNetTrainerGBA, nnUNetTrainerGBA_realhalf, nnUNetTrainerGBAOnline)
+class nnUNetTrainerGBAOnlineKeepContrast(nnUNetTrainerGBAOnline):
+    """nnUNetTrainerGBAOnline whose blended tumours keep the contrast alpha gave them (``render gba --keep-contrast``
+    on the fly)."""
+
+    gba_keep_contrast = True
+
+
+__all__ = add_schedule_variants(globals(), nnUNetTrainerGBA, nnUNetTrainerGBA_realhalf, nnUNetTrainerGBAOnline,
+                                nnUNetTrainerGBAOnlineKeepContrast)
