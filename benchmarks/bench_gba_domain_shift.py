@@ -14,6 +14,7 @@ slice (the target modality, unlabelled: the paper's setting); ``render gba --no-
 * GBA: ``nnUNetTrainerGBA_<schedule>`` on the GBA rendering,
 * GBA, contrast kept: the same on ``render gba --keep-contrast`` (the naive copy's tumour/surround contrast
   re-imposed after blending; same SinGAN, alphas, scales and seeds),
+* GBA, contrast kept, 3 SinGANs: the same with SinGANs of three target cases (each copy uses one of them),
 
 and ``nnUNetv2_predict --disable_tta`` (no test-time mirroring, every arm alike) on (1) the centre-B test cases, (2)
 held-out centre-A cases (in-domain) and (3) the same held-out cases with the tumour rescaled by 0.5 (in-domain dark
@@ -51,11 +52,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
 LOCK = "/tmp/nnunet_gen_cpu.lock"
-SOURCE, NAIVE, GBA, GBA_KEEP = 971, 972, 973, 974
+SOURCE, NAIVE, GBA, GBA_KEEP, GBA_MULTI = 971, 972, 973, 974, 975
 PLANS = "nnUNetPlansSmall"
 ARM_KEYS = {"nnUNetTrainer": "baseline", "nnUNetTrainerDA5": "da5", "GIN": "gin",
             "naive (render gba --no-blend)": "naive", "naive, continuous alpha (on the fly)": "naive-continuous",
-            "GBA": "gba", "GBA, contrast kept": "gba-keep"}
+            "GBA": "gba", "GBA, contrast kept": "gba-keep", "GBA, contrast kept, 3 SinGANs": "gba-keep-multi"}
 
 
 def held_out_centre_a(folder: Path, seed: int, count: int, shape: tuple[int, int, int], factor: float) -> Path:
@@ -90,8 +91,9 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
                                            "nnUNet_def_n_proc")})
     raw = workdir / "nnUNet_raw"
     names = {SOURCE: "Dataset971_Shift", NAIVE: "Dataset972_ShiftNaive", GBA: "Dataset973_ShiftGBA",
-             GBA_KEEP: "Dataset974_ShiftGBAKeep"}
+             GBA_KEEP: "Dataset974_ShiftGBAKeep", GBA_MULTI: "Dataset975_ShiftGBAMulti"}
     singan = workdir / f"singan_centre{args.target_centre}.safetensors"
+    more_singans = [workdir / f"singan_centre{args.target_centre}_{k:03d}.safetensors" for k in (1, 2)]
     if not (raw / names[SOURCE]).is_dir():
         assert nnunet_gen(["phantom", "-d", str(SOURCE), "--name", "Shift", "--cases-a", str(args.cases_a),
                            "--cases-b", str(args.cases_b), "--shape", *map(str, args.shape), "--seed", str(seed),
@@ -101,6 +103,13 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
                            "--images-folder", "imagesTs", "-o", str(singan), "--min-size", str(args.singan_min_size),
                            "--max-size", str(max(args.shape[1:])), "--iters", str(args.singan_iters),
                            "--seed", str(seed), "--device", args.device, "--threads", str(args.threads)]) == 0
+    for k, path in enumerate(more_singans, start=1):
+        if "gba-keep-multi" in args.arms and not path.is_file():
+            assert nnunet_gen(["singan", "train", "-d", str(SOURCE), "--case", f"phantom{args.target_centre}_{k:03d}",
+                               "--images-folder", "imagesTs", "-o", str(path), "--min-size",
+                               str(args.singan_min_size), "--max-size", str(max(args.shape[1:])), "--iters",
+                               str(args.singan_iters), "--seed", str(seed), "--device", args.device, "--threads",
+                               str(args.threads)]) == 0
     common = ["--alphas", *map(str, args.alphas), "--seed", str(seed), "--dilation", str(args.dilation),
               "--sigma", str(args.sigma), "--threads", str(args.threads), "--device", args.device]
     if not (raw / names[NAIVE]).is_dir():
@@ -113,7 +122,12 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
         assert nnunet_gen(["render", "gba", "-d", str(SOURCE), "-o", str(GBA_KEEP), "--name", "ShiftGBAKeep",
                            "--singan", str(singan), "--scales", *map(str, args.scales), "--keep-contrast",
                            *common]) == 0
-    for dataset in (d for d in names if d != GBA_KEEP or "gba-keep" in args.arms):
+    if "gba-keep-multi" in args.arms and not (raw / names[GBA_MULTI]).is_dir():
+        assert nnunet_gen(["render", "gba", "-d", str(SOURCE), "-o", str(GBA_MULTI), "--name", "ShiftGBAMulti",
+                           "--singan", str(singan), *map(str, more_singans), "--scales", *map(str, args.scales),
+                           "--keep-contrast", *common]) == 0
+    optional = {GBA_KEEP: "gba-keep", GBA_MULTI: "gba-keep-multi"}
+    for dataset in (d for d in names if d not in optional or optional[d] in args.arms):
         preprocessed = workdir / "nnUNet_preprocessed" / names[dataset]
         if not is_preprocessed(dataset):
             plan_and_preprocess(dataset, num_processes=1)
@@ -127,7 +141,8 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
             "naive (render gba --no-blend)": (NAIVE, f"nnUNetTrainerGBA_{args.schedule}"),
             "naive, continuous alpha (on the fly)": (SOURCE, f"nnUNetTrainerNaiveRescaleContinuous_{args.schedule}"),
             "GBA": (GBA, f"nnUNetTrainerGBA_{args.schedule}"),
-            "GBA, contrast kept": (GBA_KEEP, f"nnUNetTrainerGBA_{args.schedule}")}
+            "GBA, contrast kept": (GBA_KEEP, f"nnUNetTrainerGBA_{args.schedule}"),
+            "GBA, contrast kept, 3 SinGANs": (GBA_MULTI, f"nnUNetTrainerGBA_{args.schedule}")}
     arms = {arm: dataset_trainer for arm, dataset_trainer in arms.items() if ARM_KEYS[arm] in args.arms}
     train_env = {**env, "nnUNet_n_proc_DA": str(args.n_proc_da), "OMP_NUM_THREADS": str(args.threads)}
 

@@ -95,7 +95,7 @@ def prepare_data(workdir: Path, seed: int, log: Progress) -> Path:
         train_singan_on_case(SOURCE_ID, "phantomB_000", singan, "imagesTs", config=SINGAN, seed=seed, progress=False)
     if not (raw / GBA_NAME).is_dir():
         log("GBA: rendering 3 copies per centre-A case (alphas 0.5, 0.8, 1.5)")
-        renderer = gba_renderer(str(singan), alphas=ALPHAS, generators_retained=GENERATORS_RETAINED,
+        renderer = gba_renderer([str(singan)], alphas=ALPHAS, generators_retained=GENERATORS_RETAINED,
                                 dilation_radius=DILATION, sigma=SIGMA, seed=seed)
         job = {"command": "render gba", "singan_sha256": sha256_of_file(singan), "alphas": list(ALPHAS),
                "scales": list(GENERATORS_RETAINED), "dilation": DILATION, "sigma": SIGMA, "seed": seed}

@@ -97,9 +97,9 @@ def test_render_gba_geometry_far_voxels_manifest_and_skip(work):
 def test_keep_contrast_and_min_contrast(work):
     """--keep-contrast gives every copy the naive copy's contrast; --min-contrast drops invisible tumours (alpha
     0.73 brings the phantom's bright tumours, contrast ~1.37, to ~1.0) and lists them in the manifest."""
-    assert main(["render", "gba", "-d", "701", "-o", "703", "--singan", str(work["singan"]), "--keep-contrast",
+    assert main(["render", "gba", "-d", "701", "-o", "711", "--singan", str(work["singan"]), "--keep-contrast",
                  "--min-contrast", "0.1", *RENDER[:1], "0.5", "0.73", "1.5", *RENDER[3:]]) == 0
-    manifest = Manifest.load(RawDataset.find(703).folder)
+    manifest = Manifest.load(RawDataset.find(711).folder)
     kept = [manifest.cases[c].params for c in manifest.of_kind("synthetic")]
     dropped = {c: why for c, why in manifest.skipped.items() if c != "phantomA_empty"}
     assert len(kept) + len(dropped) == 15 and {p["alpha"] for p in kept} == {0.5, 1.5}
@@ -108,11 +108,38 @@ def test_keep_contrast_and_min_contrast(work):
         contrast = params["contrast"]
         assert params["keep_contrast"] and contrast["output"] == pytest.approx(contrast["naive"], abs=2e-4)
         assert abs(contrast["output"] - 1) >= 0.1 and contrast["original"] > 1.2
-    assert not any((RawDataset.find(703).folder / "imagesTr").glob("*_gba01_0000.nii.gz"))
+    assert not any((RawDataset.find(711).folder / "imagesTr").glob("*_gba01_0000.nii.gz"))
+
+
+def test_several_singans_each_copy_uses_one(work, tmp_path, capsys):
+    second = tmp_path / "second.safetensors"
+    assert main(["singan", "train", "-d", "701", "--case", "phantomB_001", "--images-folder", "imagesTs",
+                 "-o", str(second), "--min-size", "8", "--max-size", "24", "--iters", "2"]) == 0
+    assert main(["render", "gba", "-d", "701", "-o", "712", "--singan", str(work["singan"]), str(second),
+                 *RENDER]) == 0
+    raw = RawDataset.find(712)
+    manifest = Manifest.load(raw.folder)
+    singans = [SinGAN.load(work["singan"]), SinGAN.load(second)]
+    shas = [sha256_of_file(work["singan"]), sha256_of_file(second)]
+    records = [manifest.cases[c] for c in manifest.of_kind("synthetic")]
+    assert {r.params["singan_index"] for r in records} == {0, 1}
+    for record in records:
+        index = record.params["singan_index"]
+        assert record.checkpoint_sha256 == shas[index]
+        source = raw.read_case(record.source_case)
+        again = GenerativeBlending.from_parameters(record.params)(source.images[0], source.label, singans[index])
+        np.testing.assert_allclose(raw.read_case(record.case_id).images[0], again, atol=1e-3)
+    other = tmp_path / "other_scales.safetensors"
+    assert main(["singan", "train", "-d", "701", "--case", "phantomB_001", "--images-folder", "imagesTs",
+                 "-o", str(other), "--min-size", "12", "--max-size", "24", "--iters", "1"]) == 0
+    capsys.readouterr()
+    assert main(["render", "gba", "-d", "701", "-o", "713", "--singan", str(work["singan"]), str(other),
+                 *RENDER]) == 2
+    assert "different numbers of scales" in capsys.readouterr().err
 
 
 def test_render_resumes_after_interruption_with_identical_output(work):
-    renderer = gba_renderer(str(work["singan"]), alphas=(0.5, 1.5), generators_retained=(2,), dilation_radius=2,
+    renderer = gba_renderer([str(work["singan"])], alphas=(0.5, 1.5), generators_retained=(2,), dilation_radius=2,
                             sigma=1.0)
     seen = []
 

@@ -43,14 +43,15 @@ def cmd_render_gba(args) -> None:
     from nnunet_gen.render.gba import gba_renderer
 
     blend = not args.no_blend
-    if args.singan is not None and not Path(args.singan).is_file():
-        raise DataError(str(args.singan), "SinGAN checkpoint not found")
+    for path in args.singan or []:
+        if not Path(path).is_file():
+            raise DataError(str(path), "SinGAN checkpoint not found")
     apply_threads(args)
     renderer = gba_renderer(args.singan, args.labels, args.alphas, args.scales, args.samples, args.rules,
                             args.dilation, args.sigma, args.seed, blend, args.channel, device=device(args),
                             keep_contrast=args.keep_contrast, min_contrast=args.min_contrast)
-    job = {"command": "render gba", "singan": str(args.singan) if args.singan else None,
-           "singan_sha256": sha256_of_file(args.singan) if args.singan else None, "labels": args.labels,
+    job = {"command": "render gba", "singan": args.singan,
+           "singan_sha256": [sha256_of_file(path) for path in args.singan or []], "labels": args.labels,
            "alphas": args.alphas, "scales": args.scales, "samples": args.samples, "rules": args.rules,
            "dilation": args.dilation, "sigma": args.sigma, "seed": args.seed, "blend": blend, "channel": args.channel,
            "keep_contrast": args.keep_contrast, "min_contrast": args.min_contrast}
@@ -109,7 +110,9 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
 
     s = render.add_parser("gba", help="Generative Blending Augmentation (GBA paper section 3.3)")
     add_render_target(s, "'GBA'")
-    s.add_argument("--singan", help="SinGAN checkpoint (.safetensors); optional with --no-blend --rules fixed")
+    s.add_argument("--singan", nargs="+",
+                   help="SinGAN checkpoint(s) (.safetensors); several: each copy uses one of them (e.g. SinGANs of "
+                        "several target slices); optional with --no-blend --rules fixed")
     s.add_argument("--labels", type=int, nargs="+", default=[1], help="label values whose intensities are altered")
     s.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.8, 1.5], help="--rules fixed: alphas")
     s.add_argument("--scales", type=int, nargs="+", default=[3, 4],

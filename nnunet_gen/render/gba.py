@@ -20,11 +20,18 @@ blending (not in the paper); ``min_contrast`` drops copies whose tumour is invis
 (``|contrast - 1| < min_contrast``): they would keep the label on a tumour that is not there (label noise). Dropped
 copies are listed in the manifest's ``skipped`` with their contrast. Both are off by default (the paper's behaviour).
 
+Several SinGANs (``singan_paths`` with more than one checkpoint, e.g. trained on several target slices or cases): a
+single SinGAN learns the texture of one slice; with several, copy ``k`` of a case is blended with SinGAN
+``derived_seed(render seed, k) % n`` (recorded as ``singan_index`` with that checkpoint's SHA-256), so the copies see
+the texture of several target images. They must have the same number of scales (the injection scales are given as
+a number of retained generators).
+
 Multi-channel datasets: GBA is applied to the SinGAN's modality ``channel``; other channels are copied unchanged.
 """
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -71,12 +78,14 @@ def fixed_parameters(alphas: Sequence[float], generators_retained: Sequence[int]
                                   blend=False).parameters(), "group": "fixed"} for index, alpha in enumerate(alphas)]
 
 
-def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: Sequence[float] = DEFAULT_ALPHAS,
+def gba_renderer(singan_paths: Sequence[str] | None, labels: Sequence[int] = (1,),
+                 alphas: Sequence[float] = DEFAULT_ALPHAS,
                  generators_retained: Sequence[int] = (3, 4), samples: int = 1, rules: str = "fixed",
                  dilation_radius: int = 7, sigma: float = 5.0, seed: int = 0, blend: bool = True, channel: int = 0,
                  selection_rules: GBASelectionRules = GBASelectionRules(), device: str = "cpu",
                  keep_contrast: bool = False, min_contrast: float = 0.0) -> Renderer:
-    """A :data:`~nnunet_gen.render.Renderer` of GBA copies (see the module docstring for ``rules`` and windows).
+    """A :data:`~nnunet_gen.render.Renderer` of GBA copies (see the module docstring for ``rules``, windows and
+    several SinGANs).
 
     Bad parameters (alpha <= 0, unknown rules, missing SinGAN, unusable scales) raise a one-line DataError before
     anything is written.
@@ -93,13 +102,19 @@ def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: 
     if not 0 <= min_contrast < 1:
         raise DataError("--min-contrast", f"must be in [0, 1), got {min_contrast}")
     labels = tuple(int(v) for v in labels)
-    singan, sha = None, None
+    if isinstance(singan_paths, (str, Path)):
+        singan_paths = [singan_paths]
+    singans, shas = [], []
     if blend or rules == "paper":
-        if singan_path is None:
+        if not singan_paths:
             raise DataError("--singan", "a SinGAN checkpoint is required (train one with `nnunet-gen singan train`)")
-        singan = load_singan(singan_path, device)
-        sha = sha256_of_file(singan_path) if blend else None
-    num_scales = singan.num_scales if singan is not None else 0
+        singans = [load_singan(path, device) for path in singan_paths]
+        shas = [sha256_of_file(path) for path in singan_paths]
+        scales = {singan.num_scales for singan in singans}
+        if len(scales) > 1:
+            raise DataError("--singan", f"the SinGANs have different numbers of scales {sorted(scales)}; train them "
+                                        f"with the same --min-size/--max-size/--scale-factor")
+    num_scales = singans[0].num_scales if singans else 0
     if rules == "fixed":  # validate scales once, before any case is read
         fixed_parameters(alphas[:1], generators_retained, 1, num_scales, 0, labels, dilation_radius, sigma, blend)
 
@@ -108,9 +123,10 @@ def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: 
         image = case.images[channel]
         if not np.isin(case.label, labels).any():
             raise SkipCase(f"no voxels with labels {list(labels)}")
-        if singan is not None and blend:
-            singan_window(np.isin(case.label, labels), singan.training_shape,
-                          blending_margin(dilation_radius, sigma), where)  # refuse before rendering any copy
+        if blend:
+            for singan in singans:  # refuse before rendering any copy
+                singan_window(np.isin(case.label, labels), singan.training_shape,
+                              blending_margin(dilation_radius, sigma), where)
         seed_of_case = case_seed(seed, case.case_id)
         if rules == "paper":
             renders = select_gba_parameters(image, case.label, case.geometry.spacing_zyx, num_scales, seed_of_case,
@@ -127,8 +143,12 @@ def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: 
         tumour = np.isin(case.label, labels)
         for k, params in enumerate(renders):
             params = {**params, "keep_contrast": bool(keep_contrast and blend)}
+            index = derived_seed(seed_of_case, k) % len(singans) if blend else None
+            if index is not None and len(singans) > 1:
+                params["singan_index"] = index
             transform = GenerativeBlending.from_parameters(params)
-            blended, window = blend_in_window(transform, image, case.label, singan if blend else None, where)
+            blended, window = blend_in_window(transform, image, case.label,
+                                              singans[index] if index is not None else None, where)
             images = case.images.astype(np.float32, copy=True)
             images[channel] = blended
             contrast = {"original": tumour_contrast(image, tumour),
@@ -137,7 +157,8 @@ def gba_renderer(singan_path: str | None, labels: Sequence[int] = (1,), alphas: 
             record = {**params, "channel": channel, "window": window.to_json() if window else None,
                       "contrast": {name: round(value, 4) for name, value in contrast.items()}}
             invisible = abs(contrast["output"] - 1.0) < min_contrast
-            yield Variant(f"gba{k:02d}", images, case.label, GBA_GENERATOR, record, params["seed"], sha,
+            yield Variant(f"gba{k:02d}", images, case.label, GBA_GENERATOR, record, params["seed"],
+                          shas[index] if index is not None else None,
                           dropped=f"tumour invisible: contrast {contrast['output']:.3f} (|contrast - 1| < "
                                   f"--min-contrast {min_contrast:g})" if invisible else None)
 
