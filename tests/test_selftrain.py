@@ -23,6 +23,8 @@ from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir
 from nnunet_gen.io.splits import check_no_leak, grouped_splits, write_splits
 from nnunet_gen.run.executors import FoldFailed, ParallelExecutor, SequentialExecutor, SubmititExecutor, TrainJob
 from nnunet_gen.selftrain import SelfTrainConfig, SelfTraining
+from nnunet_gen.selftrain.calibration import (THRESHOLDS, calibrate_on_validation, pool_volume_curve,
+                                              threshold_for_volume, threshold_segmentation)
 from nnunet_gen.selftrain.pseudo_labels import make_pseudo_labels, robust_z_scores, size_outliers
 from nnunet_gen.training.selftrain import pseudo_sampling_mass
 from nnunet_gen.training.synthetic_data import kind_probabilities
@@ -38,12 +40,13 @@ class Killed(Exception):
 
 class FakeBackend:
     """Records every nnU-Net action (training when it runs); ``kill_at`` raises at that action (1-based) before it
-    happens, ``failing_folds`` make those trainings exit 1."""
+    happens, ``failing_folds`` make those trainings exit 1; ``under_segment`` predicts the reference without its
+    border (border probability 0.3), as an ensemble under a domain shift does."""
 
     def __init__(self, results: Path, references: dict[str, Path], kill_at: int | None = None,
-                 failing_folds: tuple[int, ...] = ()):
+                 failing_folds: tuple[int, ...] = (), under_segment: bool = False):
         self.results, self.references = results, references
-        self.kill_at, self.failing_folds = kill_at, failing_folds
+        self.kill_at, self.failing_folds, self.under_segment = kill_at, failing_folds, under_segment
         self.calls: list[tuple] = []
 
     def action(self, *call) -> None:
@@ -57,26 +60,44 @@ class FakeBackend:
     def is_trained(self, dataset, fold):
         return self.checkpoint(dataset, fold).is_file()
 
-    def train_job(self, dataset, fold, log):
+    def train_job(self, dataset, fold, log, save_probabilities=False):
+        """Writes only a checkpoint: validation probabilities come from :meth:`validate`."""
         code = 1 if fold in self.failing_folds else 0
         return TrainJob(f"fold {fold} of {dataset}", (sys.executable, "-c", WRITE_CHECKPOINT,
                                                       str(self.checkpoint(dataset, fold)), str(code)), {}, str(log))
 
+    def validation_folder(self, dataset, fold):
+        return self.results / dataset / f"fold_{fold}" / "validation"
+
+    def validate(self, dataset, fold, log):
+        """Predictions and probabilities of the fold's validation cases (grouped splits), like ``--val --npz``."""
+        self.action("validate", dataset, fold)
+        splits = json.loads((nnunet_dir("nnUNet_preprocessed") / dataset / "splits_final.json").read_text())
+        raw = RawDataset.find(dataset)
+        for case in splits[fold]["val"]:
+            self._write_prediction(raw.label_file(case), self.validation_folder(dataset, fold), case, True)
+
     def predict(self, dataset, images, out, save_probabilities, log):
-        """Reference label + a one-voxel spurious blob; probabilities 0.55 on the tumour border, 0.95 elsewhere."""
-        from scipy.ndimage import binary_dilation, binary_erosion
         self.action("predict", dataset, images.name)
-        out.mkdir(parents=True, exist_ok=True)
         for image in sorted(images.glob("*_0000.nii.gz")):
             case = image.name[:-len("_0000.nii.gz")]
-            label, geometry = read_image(self.references[images.name] / f"{case}.nii.gz")
-            label = label.astype(np.uint8)
-            label[0, 0, 0] = 1
-            write_image(label, geometry, out / f"{case}.nii.gz")
-            if save_probabilities:
-                border = binary_dilation(label == 1) & ~binary_erosion(label == 1)
-                foreground = np.where(border, 0.55, np.where(label == 1, 0.95, 0.05)).astype(np.float32)
-                np.savez_compressed(out / f"{case}.npz", probabilities=np.stack([1 - foreground, foreground]))
+            self._write_prediction(self.references[images.name] / f"{case}.nii.gz", out, case, save_probabilities)
+
+    def _write_prediction(self, reference: Path, out: Path, case: str, save_probabilities: bool) -> None:
+        """Reference label + a one-voxel spurious blob; probabilities 0.55 on the tumour border, 0.95 inside, 0.05
+        elsewhere. ``under_segment``: the inner border (probability 0.3) is left out of the segmentation and the
+        outer border gets 0.1, so thresholds in (0.1, 0.3] recover the reference exactly."""
+        from scipy.ndimage import binary_dilation, binary_erosion
+        out.mkdir(parents=True, exist_ok=True)
+        label, geometry = read_image(reference)
+        label = label.astype(np.uint8)
+        label[0, 0, 0] = 1
+        inner, outer = (label == 1) & ~binary_erosion(label == 1), binary_dilation(label == 1) & (label != 1)
+        write_image(np.where(inner, 0, label) if self.under_segment else label, geometry, out / f"{case}.nii.gz")
+        if save_probabilities:
+            edges = (0.3, 0.1) if self.under_segment else (0.55, 0.55)
+            foreground = np.select([inner, outer, label == 1], [*edges, 0.95], 0.05).astype(np.float32)
+            np.savez_compressed(out / f"{case}.npz", probabilities=np.stack([1 - foreground, foreground]))
 
     def preprocess(self, dataset, source):
         """Only what the orchestrator relies on: grouped splits written where nnU-Net reads them."""
@@ -289,6 +310,107 @@ def test_make_pseudo_labels_keeps_largest_component_and_masks_uncertain_voxels(t
     assert summary["ignored_fraction"]["c"] == pytest.approx(1 / label.size)
 
 
+def test_threshold_segmentation_labels_the_most_probable_foreground_channel():
+    probabilities = np.zeros((3, 1, 1, 4), np.float32)  # channels background, label 1, label 2; four voxels
+    probabilities[:, 0, 0] = [[0.9, 0.6, 0.3, 0.2], [0.04, 0.1, 0.5, 0.3], [0.06, 0.3, 0.2, 0.5]]
+    np.testing.assert_array_equal(threshold_segmentation(probabilities, 0.5, [1, 2])[0, 0], [0, 0, 1, 2])
+    segmentation = threshold_segmentation(probabilities, 0.3, [1, 2])[0, 0]
+    assert segmentation[1] == 2 and segmentation[0] == 0  # 1 - 0.6 >= 0.3: the more probable foreground label
+
+
+def test_threshold_choice_by_volume_and_ties_to_one_half():
+    volumes = np.linspace(1000.0, 10.0, len(THRESHOLDS))  # volume falls as the threshold rises
+    target = volumes[10]
+    assert threshold_for_volume(volumes, target) == THRESHOLDS[10]
+    assert threshold_for_volume(np.full(len(THRESHOLDS), 5.0), 7.0) == 0.5
+
+
+def _under_segmented_case(folder: Path, reference_folder: Path, case: str) -> np.ndarray:
+    """A 4x4x4 cube whose outer voxel layer has probability 0.3 (argmax misses it), background 0.05."""
+    from nnunet_gen.io.images import Geometry
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    reference = np.zeros((8, 8, 8), np.uint8)
+    reference[2:6, 2:6, 2:6] = 1
+    probability = np.full(reference.shape, 0.05, np.float32)
+    probability[2:6, 2:6, 2:6] = 0.3
+    probability[3:5, 3:5, 3:5] = 0.95
+    write_image(reference, geometry, reference_folder / f"{case}.nii.gz")
+    write_image((probability > 0.5).astype(np.uint8), geometry, folder / f"{case}.nii.gz")
+    np.savez_compressed(folder / f"{case}.npz", probabilities=np.stack([1 - probability, probability]))
+    return reference
+
+
+@pytest.mark.parametrize("mode", ["dice", "volume"])
+def test_calibration_on_validation_probabilities_recovers_the_missed_border(tmp_path, mode):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "ref").mkdir()
+    for case in ("a", "b"):
+        _under_segmented_case(tmp_path / "val", tmp_path / "ref", case)
+    threshold = calibrate_on_validation([tmp_path / "val"], tmp_path / "ref", [1], ".nii.gz", mode)
+    assert threshold == 0.3  # every threshold in (0.05, 0.3] is exact; the one closest to 0.5 wins
+    with pytest.raises(DataError, match="no validation probabilities"):
+        calibrate_on_validation([tmp_path / "ref"], tmp_path / "ref", [1], ".nii.gz", mode)
+
+
+def test_make_pseudo_labels_with_a_threshold_uses_the_probabilities(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    reference = _under_segmented_case(tmp_path / "p", tmp_path / "r", "c")
+    default = make_pseudo_labels(tmp_path / "p", tmp_path / "o", ["c"], [1], ".nii.gz", None, None, None, None, None)
+    assert default["volumes_mm3"]["c"] == 8.0
+    calibrated = make_pseudo_labels(tmp_path / "p", tmp_path / "o", ["c"], [1], ".nii.gz", None, None, None, None,
+                                    None, threshold=0.3)
+    assert calibrated["volumes_mm3"]["c"] == 64.0
+    np.testing.assert_array_equal(read_image(tmp_path / "o" / "c.nii.gz")[0], reference)
+
+
+@pytest.mark.parametrize("mode", ["dice", "volume"])
+def test_validation_calibration_fixes_under_segmented_pseudo_labels_and_reports_volumes(phantom, tmp_path, mode):
+    """The fake trainings save no validation probabilities: the loop reruns each fold's validation (--val --npz)."""
+    folder, references, dirs = phantom
+    reference_labels = str(folder / "labelsTs")
+    plain = FakeBackend(dirs["nnUNet_results"], references, under_segment=True)
+    _, rows = _run(_config(folder, iterations=0, reference_labels=reference_labels), plain, tmp_path / "plain")
+    assert rows[0]["threshold"] is None and rows[0]["volume_ratio_mean"] < 0.8
+    backend = FakeBackend(dirs["nnUNet_results"], references, under_segment=True)
+    _, rows = _run(_config(folder, iterations=1, output_id_base=820, calibrate_threshold=mode,
+                           reference_labels=reference_labels), backend, tmp_path / "w")
+    assert [c for c in backend.calls if c[0] == "validate"] == [
+        ("validate", d, f) for d in ("Dataset801_ST", "Dataset820_STST1") for f in (0, 1)]
+    assert [row["threshold"] for row in rows] == [0.3, 0.3]
+    assert rows[0]["volume_ratio_mean"] == pytest.approx(1.0)
+    assert rows[0]["source_volume_mean"] > 0 and rows[0]["reference_volume_mean"] == rows[0]["pseudo_volume_mean"]
+    label, _ = read_image(tmp_path / "w" / "iteration_0" / "pseudo_labels" / "phantomB_001.nii.gz")
+    np.testing.assert_array_equal(label, read_image(folder / "labelsTs" / "phantomB_001.nii.gz")[0])
+    report = json.loads((tmp_path / "w" / "selftrain_report.json").read_text())
+    assert report["volumes_mm3"]["1"]["phantomB_000"]["ratio"] == pytest.approx(1.0)
+    assert "| 1 | phantomB_002 |" in (tmp_path / "w" / "selftrain_report.md").read_text()
+
+
+def test_prior_calibration_matches_the_labelled_mean_volume(phantom, tmp_path):
+    folder, references, dirs = phantom
+    backend = FakeBackend(dirs["nnUNet_results"], references, under_segment=True)
+    run, rows = _run(_config(folder, iterations=0, calibrate_threshold="prior"), backend, tmp_path / "w")
+    curve = pool_volume_curve(tmp_path / "w" / "iteration_0" / "predictions", run.cases, [1], ".nii.gz")
+    source = run.source_volumes()["mean"]
+    chosen = list(THRESHOLDS).index(rows[0]["threshold"])
+    assert abs(curve[chosen] - source) == np.min(np.abs(curve - source))
+    assert rows[0]["pseudo_volume_mean"] == pytest.approx(curve[chosen])
+    assert rows[0]["reference_volume_mean"] is None and not any(c[0] == "validate" for c in backend.calls)
+
+
+def test_size_from_source_drops_pseudo_labels_outside_the_labelled_range(phantom, tmp_path):
+    folder, references, dirs = phantom
+    backend = FakeBackend(dirs["nnUNet_results"], references, under_segment=True)
+    run, rows = _run(_config(folder, iterations=0, size_from_source=1.0), backend, tmp_path / "w")
+    source = run.source_volumes()
+    pseudo = json.loads((tmp_path / "w" / "iteration_0" / "pseudo_labels" / "pseudo_labels.json").read_text())
+    outside = {c for c, v in pseudo["volumes_mm3"].items() if not source["min"] <= v <= source["max"]}
+    assert outside and set(pseudo["dropped"]) == outside and rows[0]["n_dropped"] == len(outside)
+    _, rows = _run(_config(folder, iterations=0, size_from_source=100.0, output_id_base=820), backend, tmp_path / "x")
+    assert rows[0]["n_dropped"] == 0
+
+
 def test_pseudo_sampling_mass_gives_the_pseudo_cases_their_share():
     manifest = Manifest.for_real_cases(["a", "b", "c"])
     from nnunet_gen.io.manifest import CaseRecord
@@ -409,6 +531,31 @@ def test_real_selftraining_run_with_stock_nnunet(phantom, tmp_path, monkeypatch)
     shutil.rmtree(dirs["nnUNet_results"])
 
 
+def test_real_calibrated_selftraining_with_stock_nnunet(phantom, tmp_path, monkeypatch):
+    """Iteration 0 with a calibrated threshold on stock nnU-Net (one smoke fold): ``dice`` trains with ``--npz``; a
+    second run (``volume``) finds the checkpoint without probabilities and reruns ``nnUNetv2_train --val --npz``."""
+    from nnunet_gen.run.nnunet import NnUNetBackend
+    folder, _, dirs = phantom
+    for variable, value in {"nnUNet_compile": "f", "nnUNet_def_n_proc": "1"}.items():
+        monkeypatch.setenv(variable, value)
+    validation = (dirs["nnUNet_results"] / "Dataset801_ST" / "nnUNetTrainer_smoke__nnUNetPlans__3d_fullres" /
+                  "fold_0" / "validation")
+    for mode, workdir in (("dice", tmp_path / "dice"), ("volume", tmp_path / "volume")):
+        config = _config(folder, trainer="nnUNetTrainer_smoke", folds=(0,), iterations=0, calibrate_threshold=mode,
+                         reference_labels=str(folder / "labelsTs"))
+        backend = NnUNetBackend(config.trainer, folds=config.folds, device="cpu", num_processes=1,
+                                train_env={"nnUNet_n_proc_DA": "0"})
+        _, rows = _run(config, backend, workdir)
+        assert rows[0]["threshold"] in THRESHOLDS and rows[0]["volume_ratio_mean"] is not None
+        assert len(json.loads((workdir / "selftrain_report.json").read_text())["volumes_mm3"]["0"]) == 3
+        assert list(validation.glob("*.npz"))
+        for npz in validation.glob("*.npz"):
+            npz.unlink()
+    assert not (tmp_path / "dice" / "logs" / "iteration_0_fold_0_val.log").exists()
+    assert (tmp_path / "volume" / "logs" / "iteration_0_fold_0_val.log").is_file()
+    shutil.rmtree(dirs["nnUNet_results"])
+
+
 def test_selftrain_cli_bad_inputs_end_with_one_line(phantom, tmp_path, capsys):
     folder, _, _ = phantom
     empty = tmp_path / "empty"
@@ -417,7 +564,9 @@ def test_selftrain_cli_bad_inputs_end_with_one_line(phantom, tmp_path, capsys):
     cases = [(["-tr", "nnUNetTrainer_smoke", "--unlabelled", str(empty)], "no unlabelled images"),
              (["-tr", "nnUNetTrainer_smoke", "--unlabelled", str(folder / "imagesTs"), "--pseudo-mass", "0.3"],
               "does not read the real:pseudo weight"),
-             (["-tr", "nnUNetTrainer_smoke"], "imagesUnlabelledTr: unlabelled image folder not found")]
+             (["-tr", "nnUNetTrainer_smoke"], "imagesUnlabelledTr: unlabelled image folder not found"),
+             (["-tr", "nnUNetTrainer_smoke", "--unlabelled", str(folder / "imagesTs"), "--size-from-source", "0.5"],
+              "must be >= 1")]
     for extra, message in cases:
         capsys.readouterr()
         assert main(base + extra) == 2

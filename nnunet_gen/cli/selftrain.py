@@ -32,7 +32,9 @@ def cmd_selftrain(args) -> None:
         val_images=str(Path(args.val_images).resolve()) if args.val_images else None,
         val_labels=str(Path(args.val_labels).resolve()) if args.val_labels else None,
         confidence=args.confidence, min_size=args.min_size, max_size=args.max_size, size_z=args.size_z,
-        pseudo_mass=args.pseudo_mass)
+        pseudo_mass=args.pseudo_mass, calibrate_threshold=args.calibrate_threshold,
+        size_from_source=args.size_from_source,
+        reference_labels=str(Path(args.reference_labels).resolve()) if args.reference_labels else None)
     if args.pseudo_mass is not None:
         _require_selftrain_trainer(args.tr)
     backend = NnUNetBackend(args.tr, args.c, args.p, args.f, device(args), args.np)
@@ -80,6 +82,16 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("--max-size", type=float, help="drop pseudo-labels with foreground volume above (mm3)")
     s.add_argument("--size-z", type=float, help="drop pseudo-labels whose volume robust z-score exceeds this "
                                                 "(e.g. 3.5)")
+    s.add_argument("--size-from-source", type=float, metavar="SLACK",
+                   help="drop pseudo-labels whose foreground volume lies outside the labelled cases' volume range "
+                        "[min / SLACK, max * SLACK] (e.g. 1.5)")
+    s.add_argument("--calibrate-threshold", choices=["dice", "volume", "prior"],
+                   help="foreground threshold of the pseudo-labels instead of the argmax (0.5): 'dice' maximises "
+                        "Dice, 'volume' matches the reference volume, both on the labelled fold-validation "
+                        "probabilities (trains with --npz); 'prior' makes the pool's mean pseudo-label volume "
+                        "equal the labelled cases' mean volume")
+    s.add_argument("--reference-labels", help="labels of the unlabelled pool, read only to report pseudo-label / "
+                                              "reference volume per case (never used for training)")
     s.add_argument("--pseudo-mass", type=float, help="total sampling probability of pseudo-labelled cases "
                                                      "(default: uniform over all cases)")
     s.add_argument("--executor", choices=["local", "parallel", "slurm"], default="local")

@@ -94,13 +94,26 @@ class NnUNetBackend:
     def is_trained(self, dataset: str, fold: int | str) -> bool:
         return (self.output_folder(dataset) / f"fold_{fold}" / "checkpoint_final.pth").is_file()
 
-    def train_job(self, dataset: str, fold: int | str, log: Path) -> TrainJob:
-        """The ``nnUNetv2_train`` job of one fold; a killed training continues from its last checkpoint."""
-        command = [nnunet_command("nnUNetv2_train"), dataset, self.configuration, str(fold), "-tr", self.trainer,
-                   "-p", self.plans, "-device", self.device]
+    def validation_folder(self, dataset: str, fold: int | str) -> Path:
+        """Where ``nnUNetv2_train`` writes a fold's validation predictions (and, with ``--npz``, probabilities)."""
+        return self.output_folder(dataset) / f"fold_{fold}" / "validation"
+
+    def _train_arguments(self, dataset: str, fold: int | str) -> list[str]:
+        return [dataset, self.configuration, str(fold), "-tr", self.trainer, "-p", self.plans, "-device", self.device]
+
+    def train_job(self, dataset: str, fold: int | str, log: Path, save_probabilities: bool = False) -> TrainJob:
+        """The ``nnUNetv2_train`` job of one fold; a killed training continues from its last checkpoint;
+        ``save_probabilities`` adds ``--npz`` (validation softmax next to the validation predictions)."""
+        command = [nnunet_command("nnUNetv2_train"), *self._train_arguments(dataset, fold)]
         if (self.output_folder(dataset) / f"fold_{fold}" / "checkpoint_latest.pth").is_file():
             command.append("--c")
+        if save_probabilities:
+            command.append("--npz")
         return TrainJob(f"fold {fold} of {dataset} ({self.trainer})", tuple(command), self.train_env, str(log))
+
+    def validate(self, dataset: str, fold: int | str, log: Path) -> None:
+        """Rerun a trained fold's validation with probabilities: ``nnUNetv2_train ... --val --npz``."""
+        run_stock(["nnUNetv2_train", *self._train_arguments(dataset, fold), "--val", "--npz"], self.train_env, log)
 
     def train(self, dataset: str, fold: int | str, log: Path) -> None:
         """Train one fold unless its final checkpoint exists."""

@@ -17,7 +17,16 @@ Quality controls (off by default, as in the paper):
 - size outliers: a case is dropped when its pseudo-label foreground volume (mm^3, all labels, after the largest
   component) is outside [``min_size``, ``max_size``], or when its robust z-score
   ``0.6745 * |v - median(v)| / MAD(v)`` over the pool exceeds ``size_z`` (Iglewicz-Hoaglin; 3.5 is the usual cut);
+- size consistency with the source: ``size_from_source`` = s narrows [``min_size``, ``max_size``] to the labelled
+  cases' foreground volume range [min / s, max * s];
+- calibrated foreground threshold ``calibrate_threshold`` (``dice``, ``volume`` on the labelled fold-validation
+  probabilities, or ``prior`` on the pool's volume), against ensembles that under-segment the target: see
+  :mod:`nnunet_gen.selftrain.calibration`;
 - real:pseudo sampling weight ``pseudo_mass`` (needs a trainer derived from ``nnUNetTrainerSelfTrain``).
+
+Diagnostics: every iteration records each pool case's pseudo-label foreground volume, the labelled cases' mean
+volume, and, with ``reference_labels`` (the pool's labels, e.g. ``labelsTs`` when scoring), the reference volume and
+the ratio pseudo / reference, in the state file and ``selftrain_report.{md,json}``.
 
 Resumable: ``selftrain_state.json`` (atomic writes) records each finished step; a rerun of the same command skips
 them. ``iterations`` and ``epsilon`` are not part of the run's identity, so a rerun with more iterations continues.

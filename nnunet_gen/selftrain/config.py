@@ -18,7 +18,8 @@ STATE_FORMAT = "nnunet_gen-selftrain-state-1"
 
 @dataclass(frozen=True)
 class SelfTrainConfig:
-    """What a self-training run computes. All fields except ``iterations`` and ``epsilon`` identify the run."""
+    """What a self-training run computes. All fields except ``iterations``, ``epsilon`` and ``reference_labels``
+    (labels of the unlabelled pool, read only for the volume diagnostics of the report) identify the run."""
 
     labelled: str
     unlabelled: str
@@ -36,10 +37,14 @@ class SelfTrainConfig:
     max_size: float | None = None
     size_z: float | None = None
     pseudo_mass: float | None = None
+    calibrate_threshold: str | None = None
+    size_from_source: float | None = None
+    reference_labels: str | None = None
 
     def identity(self) -> dict[str, Any]:
+        """The fields that change what is computed (``reference_labels`` only adds diagnostics)."""
         d = asdict(self)
-        del d["iterations"], d["epsilon"]
+        del d["iterations"], d["epsilon"], d["reference_labels"]
         d["folds"] = list(self.folds)
         return d
 

@@ -20,6 +20,8 @@ from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir, parse_dataset_fold
 from nnunet_gen.io.writer import DatasetWriter
 from nnunet_gen.preprocess import is_preprocessed, write_sampling_config
 from nnunet_gen.run.executors import Executor, SequentialExecutor, TrainJob
+from nnunet_gen.selftrain.calibration import (CALIBRATION_MODES, calibrate_on_validation, label_volumes,
+                                              pool_volume_curve, threshold_for_volume, volume_diagnostics)
 from nnunet_gen.selftrain.config import RunState, SelfTrainConfig
 from nnunet_gen.selftrain.pool import unlabelled_cases
 from nnunet_gen.selftrain.pseudo_labels import make_pseudo_labels, pseudo_label_agreement
@@ -29,9 +31,13 @@ from nnunet_gen.selftrain.report import write_selftrain_report
 class Backend(Protocol):
     """The nnU-Net work of a run; :class:`NnUNetBackend` runs the stock commands, tests substitute fakes."""
 
-    def train_job(self, dataset: str, fold: int, log: Path) -> TrainJob: ...
+    def train_job(self, dataset: str, fold: int, log: Path, save_probabilities: bool = False) -> TrainJob: ...
 
     def is_trained(self, dataset: str, fold: int) -> bool: ...
+
+    def validation_folder(self, dataset: str, fold: int) -> Path: ...
+
+    def validate(self, dataset: str, fold: int, log: Path) -> None: ...
 
     def predict(self, dataset: str, images: Path, out: Path, save_probabilities: bool, log: Path) -> None: ...
 
@@ -65,6 +71,11 @@ class SelfTraining:
             raise DataError("--pseudo-mass", f"must be in (0, 1), got {self.config.pseudo_mass}")
         if self.config.confidence is not None and not 0 < self.config.confidence <= 1:
             raise DataError("--confidence", f"must be in (0, 1], got {self.config.confidence}")
+        if self.config.calibrate_threshold not in (None, *CALIBRATION_MODES):
+            raise DataError("--calibrate-threshold", f"must be one of {', '.join(CALIBRATION_MODES)}, "
+                                                     f"got {self.config.calibrate_threshold!r}")
+        if self.config.size_from_source is not None and self.config.size_from_source < 1:
+            raise DataError("--size-from-source", f"must be >= 1, got {self.config.size_from_source}")
         self.cases = unlabelled_cases(self.labelled, Path(self.config.unlabelled))  # bad input: before any state
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.state = RunState(self.workdir, self.config)
@@ -79,6 +90,16 @@ class SelfTraining:
 
     def iteration_dir(self, k: int) -> Path:
         return self.workdir / f"iteration_{k}"
+
+    @property
+    def needs_validation_probabilities(self) -> bool:
+        """Trainings save their validation softmax (``--npz``) for the ``dice``/``volume`` calibrations."""
+        return self.config.calibrate_threshold in ("dice", "volume")
+
+    @property
+    def needs_pool_probabilities(self) -> bool:
+        """The pool prediction saves the ensemble softmax (confidence filter, calibrated threshold)."""
+        return self.config.confidence is not None or self.config.calibrate_threshold is not None
 
     def _timed(self, function: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -133,7 +154,8 @@ class SelfTraining:
                 manifest.add(CaseRecord(case, "pseudo_labelled", case, f"unlabelled:{case}", SELFTRAIN_GENERATOR,
                                         {"iteration": k - 1, "trainer": self.config.trainer,
                                          "folds": list(self.config.folds), "largest_component": True,
-                                         "confidence": self.config.confidence}))
+                                         "confidence": self.config.confidence,
+                                         "threshold": self.state.iteration(k - 1).get("threshold")}))
                 if not writer.has_case(case):
                     writer.copy_case(case, [unlabelled / f"{case}_{c:04d}{ending}"
                                             for c in range(self.labelled.num_channels)], pseudo_dir / f"{case}{ending}")
@@ -161,7 +183,7 @@ class SelfTraining:
                 self.state.finish(step, reused_checkpoint=True)
                 continue
             log = self.workdir / "logs" / f"iteration_{k}_fold_{fold}.log"
-            todo.append((step, self.backend.train_job(dataset, fold, log)))
+            todo.append((step, self.backend.train_job(dataset, fold, log, self.needs_validation_probabilities)))
         if not todo:
             return
         self.log(f"iteration {k}: training {len(todo)} fold(s) of {dataset} with {self.config.trainer}")
@@ -191,15 +213,17 @@ class SelfTraining:
         if not self.state.done(predict_step):
             self.log(f"iteration {k}: predicting {len(cases)} unlabelled images with the fold ensemble")
             self._timed(lambda: self.backend.predict(self.dataset_name(k), Path(self.config.unlabelled), raw,
-                                                     self.config.confidence is not None,
+                                                     self.needs_pool_probabilities,
                                                      self.workdir / "logs" / f"iteration_{k}_predict.log"))
             self.state.finish(predict_step)
         if self.state.done(pseudo_step):
             return
         out = self.iteration_dir(k) / "pseudo_labels"
+        threshold = self._calibrate(k, raw, cases)
+        min_size, max_size = self._size_bounds()
         summary = make_pseudo_labels(raw, out, cases, self.labels, self.labelled.file_ending,
-                                     self.config.confidence, self.ignore_label, self.config.min_size,
-                                     self.config.max_size, self.config.size_z)
+                                     self.config.confidence, self.ignore_label, min_size, max_size,
+                                     self.config.size_z, threshold)
         agreement = None
         if k > 0:
             agreement = pseudo_label_agreement(self.iteration_dir(k - 1) / "pseudo_labels", out, self.labels,
@@ -207,8 +231,69 @@ class SelfTraining:
         ignored = summary["ignored_fraction"]
         self.state.update_iteration(k, n_unlabelled=len(cases), n_kept=len(summary["kept"]),
                                     n_dropped=len(summary["dropped"]), pseudo_agreement=agreement,
-                                    mean_ignored_fraction=float(np.mean(list(ignored.values()))) if ignored else None)
+                                    mean_ignored_fraction=float(np.mean(list(ignored.values()))) if ignored else None,
+                                    threshold=threshold, **self._volume_summary(summary["volumes_mm3"]))
         self.state.finish(pseudo_step, dropped=summary["dropped"])
+
+    def _calibrate(self, k: int, predictions: Path, cases: list[str]) -> float | None:
+        """The foreground threshold of iteration k's pseudo-labels (None: nnU-Net's argmax); see
+        :mod:`nnunet_gen.selftrain.calibration`."""
+        mode = self.config.calibrate_threshold
+        if mode is None:
+            return None
+        if mode == "prior":
+            curve = pool_volume_curve(predictions, cases, self.labels, self.labelled.file_ending)
+            threshold = threshold_for_volume(curve, self.source_volumes()["mean"])
+        else:
+            folders = [self._validation_probabilities(k, fold) for fold in self.config.folds]
+            threshold = calibrate_on_validation(folders, self.labelled.folder / "labelsTr", self.labels,
+                                                self.labelled.file_ending, mode)
+        self.log(f"iteration {k}: calibrated foreground threshold ({mode}) {threshold:.2f}")
+        return threshold
+
+    def _validation_probabilities(self, k: int, fold: int) -> Path:
+        """Fold-validation folder with the softmax of every validation case; reruns the validation with ``--npz``
+        when the fold was trained without it (e.g. a checkpoint shared with a run without calibration)."""
+        folder = self.backend.validation_folder(self.dataset_name(k), fold)
+        ending = self.labelled.file_ending
+        cases = [p.name[:-len(ending)] for p in folder.glob(f"*{ending}")] if folder.is_dir() else []
+        if not cases or not all((folder / f"{case}.npz").is_file() for case in cases):
+            self.log(f"iteration {k}: validating fold {fold} again to save its probabilities")
+            self._timed(lambda: self.backend.validate(self.dataset_name(k), fold,
+                                                      self.workdir / "logs" / f"iteration_{k}_fold_{fold}_val.log"))
+        return folder
+
+    def source_volumes(self) -> dict[str, float]:
+        """Mean, min and max foreground volume (mm^3) of the labelled cases, computed once and kept in the state."""
+        if "source_volume_mm3" not in self.state.data:
+            volumes = list(label_volumes(self.labelled.folder / "labelsTr", self.labelled.case_ids(), self.labels,
+                                         self.labelled.file_ending).values())
+            self.state.data["source_volume_mm3"] = {"mean": float(np.mean(volumes)), "min": float(np.min(volumes)),
+                                                    "max": float(np.max(volumes)), "n": len(volumes)}
+            self.state.save()
+        return self.state.data["source_volume_mm3"]
+
+    def _size_bounds(self) -> tuple[float | None, float | None]:
+        """``min_size``/``max_size``, narrowed to the labelled volume range widened by ``size_from_source``."""
+        low, high, slack = self.config.min_size, self.config.max_size, self.config.size_from_source
+        if slack is None:
+            return low, high
+        source = self.source_volumes()
+        return max(low or 0.0, source["min"] / slack), min(high or np.inf, source["max"] * slack)
+
+    def _volume_summary(self, pseudo: dict[str, float]) -> dict[str, Any]:
+        """Per-case pseudo-label / reference volumes and their means, for the report (reference: the optional
+        ``reference_labels`` of the pool; source: the labelled cases, which needs no target labels)."""
+        reference = {}
+        if self.config.reference_labels is not None:
+            reference = label_volumes(Path(self.config.reference_labels), list(pseudo), self.labels,
+                                      self.labelled.file_ending)
+        cases = volume_diagnostics(pseudo, reference)
+        ratios = [row["ratio"] for row in cases.values() if row["ratio"] is not None]
+        return {"volumes": cases, "source_volume_mean": self.source_volumes()["mean"],
+                "pseudo_volume_mean": float(np.mean(list(pseudo.values()))),
+                "reference_volume_mean": float(np.mean(list(reference.values()))) if reference else None,
+                "volume_ratio_mean": float(np.mean(ratios)) if ratios else None}
 
     # -- decisions and reports ---------------------------------------------------------------------------------
     def stop_reason(self, k: int) -> str | None:
@@ -241,6 +326,11 @@ class SelfTraining:
                          "n_unlabelled": values.get("n_unlabelled"), "n_kept": values.get("n_kept"),
                          "n_dropped": values.get("n_dropped"),
                          "mean_ignored_fraction": values.get("mean_ignored_fraction"),
+                         "threshold": values.get("threshold"),
+                         "source_volume_mean": values.get("source_volume_mean"),
+                         "pseudo_volume_mean": values.get("pseudo_volume_mean"),
+                         "reference_volume_mean": values.get("reference_volume_mean"),
+                         "volume_ratio_mean": values.get("volume_ratio_mean"),
                          "stop": values.get("stop")})
         return rows
 
@@ -248,8 +338,9 @@ class SelfTraining:
         """``selftrain_report.{md,csv,json,png}`` in the work folder."""
         title = (f"Self-training of {self.labelled.name} with {self.config.trainer} "
                  f"(folds {' '.join(map(str, self.config.folds))})")
+        volumes = {key: values.get("volumes", {}) for key, values in self.state.data["iterations"].items()}
         return write_selftrain_report(self.report_rows(), self.state.data["config"], self.state.data["timing"],
-                                      self.workdir, title)
+                                      self.workdir, title, volumes)
 
     # -- main loop ---------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Pseudo-labels from a fold-ensemble prediction: largest component per label, optional confidence masking (ignore
-label) and size-outlier filtering, and the agreement of two pseudo-label sets (a stop rule)."""
+"""Pseudo-labels from a fold-ensemble prediction: largest component per label, an optional calibrated foreground
+threshold (:mod:`nnunet_gen.selftrain.calibration`), optional confidence masking (ignore label) and size-outlier
+filtering, and the agreement of two pseudo-label sets (a stop rule)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from nnunet_gen.evaluation.metrics import dice
 from nnunet_gen.inference import largest_component_per_label
 from nnunet_gen.io.files import write_text
 from nnunet_gen.io.images import read_image, write_image
+from nnunet_gen.selftrain.calibration import foreground_volume, load_probabilities, threshold_segmentation
 
 
 def robust_z_scores(values: np.ndarray) -> np.ndarray:
@@ -41,8 +43,12 @@ def size_outliers(volumes: dict[str, float], min_size: float | None, max_size: f
 
 def make_pseudo_labels(predictions: Path, out: Path, cases: Sequence[str], labels: Sequence[int],
                        file_ending: str, confidence: float | None, ignore_label: int | None,
-                       min_size: float | None, max_size: float | None, size_z: float | None) -> dict[str, Any]:
+                       min_size: float | None, max_size: float | None, size_z: float | None,
+                       threshold: float | None = None) -> dict[str, Any]:
     """Largest component per label, confidence masking, size filtering; writes kept cases to ``out``.
+
+    ``threshold`` None keeps nnU-Net's argmax segmentation; a value relabels the foreground from the saved
+    probabilities (``1 - p(background) >= threshold``, :func:`nnunet_gen.selftrain.calibration.threshold_segmentation`).
 
     Returns ``{"kept": [...], "dropped": {case: reason}, "volumes_mm3": {...}, "ignored_fraction": {...}}``.
     """
@@ -50,13 +56,14 @@ def make_pseudo_labels(predictions: Path, out: Path, cases: Sequence[str], label
     volumes, ignored, processed = {}, {}, {}
     for case in cases:
         segmentation, geometry = read_image(predictions / f"{case}{file_ending}", where=f"prediction {case}")
-        segmentation = largest_component_per_label(segmentation.astype(np.int16), labels)
-        volumes[case] = float(np.isin(segmentation, labels).sum() * np.prod(geometry.spacing))
+        probabilities = (load_probabilities(predictions / f"{case}.npz", segmentation.shape)
+                         if confidence is not None or threshold is not None else None)
+        if threshold is None:
+            segmentation = largest_component_per_label(segmentation.astype(np.int16), labels)
+        else:
+            segmentation = threshold_segmentation(probabilities, threshold, labels)
+        volumes[case] = foreground_volume(segmentation, labels, geometry.spacing)
         if confidence is not None:
-            probabilities = np.load(predictions / f"{case}.npz")["probabilities"]
-            if probabilities.shape[1:] != segmentation.shape:
-                raise DataError(f"prediction {case}", f"probabilities {probabilities.shape[1:]} do not match the "
-                                                      f"segmentation {segmentation.shape}")
             uncertain = probabilities.max(0) < confidence
             segmentation[uncertain] = ignore_label
             ignored[case] = float(uncertain.mean())

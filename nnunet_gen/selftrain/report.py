@@ -1,5 +1,5 @@
 """Per-iteration report of a self-training run: Markdown, CSV, JSON and a PNG of validation Dice and pseudo-label
-agreement per iteration."""
+agreement per iteration; the Markdown and JSON also list each case's pseudo-label volume against its reference."""
 from __future__ import annotations
 
 import csv
@@ -36,9 +36,21 @@ def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _volume_lines(volumes: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Markdown table: iteration, case, pseudo-label volume, reference volume, ratio."""
+    lines = ["", "Pseudo-label foreground volume per case (mm3; reference: the pool's labels when given):", "",
+             "| iteration | case | pseudo-label | reference | ratio |", "|---|---|---|---|---|"]
+    for iteration in sorted(volumes, key=int):
+        lines += [f"| {iteration} | {case} | {_cell(row['pseudo_mm3'])} | {_cell(row['reference_mm3'])} | "
+                  f"{_cell(row['ratio'])} |" for case, row in sorted(volumes[iteration].items())]
+    return lines
+
+
 def write_selftrain_report(rows: Sequence[dict[str, Any]], config: dict[str, Any], timing: dict[str, float],
-                           folder: Path, title: str) -> dict[str, Path]:
-    """``selftrain_report.{md,csv,json,png}`` in ``folder`` from the per-iteration ``rows``."""
+                           folder: Path, title: str,
+                           volumes: dict[str, dict[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
+    """``selftrain_report.{md,csv,json,png}`` in ``folder`` from the per-iteration ``rows``; ``volumes`` is
+    iteration -> case -> ``{"pseudo_mm3", "reference_mm3", "ratio"}``."""
     fields = list(rows[0])
     paths = {kind: folder / f"selftrain_report.{kind}" for kind in ("md", "csv", "json", "png")}
     buffer = io.StringIO()
@@ -46,7 +58,8 @@ def write_selftrain_report(rows: Sequence[dict[str, Any]], config: dict[str, Any
     writer.writeheader()
     writer.writerows(rows)
     write_text(paths["csv"], buffer.getvalue())
-    write_text(paths["json"], json.dumps({"config": config, "iterations": list(rows), "timing": timing}, indent=1))
+    write_text(paths["json"], json.dumps({"config": config, "iterations": list(rows), "timing": timing,
+                                          "volumes_mm3": volumes or {}}, indent=1))
     lines = [f"# {title}", "", "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
     lines += ["| " + " | ".join(_cell(row[f]) for f in fields) + " |" for row in rows]
     total = timing["total_seconds"]
@@ -54,6 +67,8 @@ def write_selftrain_report(rows: Sequence[dict[str, Any]], config: dict[str, Any
         lines += ["", f"Time: {total:.0f} s, of which nnU-Net (training, prediction, preprocessing) "
                       f"{timing['nnunet_seconds']:.0f} s; orchestration "
                       f"{100 * (total - timing['nnunet_seconds']) / total:.1f}%."]
+    if any(volumes.values() if volumes else ()):
+        lines += _volume_lines(volumes)
     write_text(paths["md"], "\n".join(lines) + "\n")
     _plot(rows, paths["png"])
     return paths
