@@ -126,3 +126,22 @@ def test_generator_receives_the_adversarial_gradient() -> None:
     _train_scale(0, generator, critic, real, zeros, torch.randn_like(real), 1.0, [], [], [(32, 32)], config,
                  torch.Generator().manual_seed(0), torch.device("cpu"), progress=False)
     assert any(not torch.equal(b, a) for b, a in zip(before, generator.parameters()))
+
+
+@pytest.mark.parametrize("flags, iterations", [([], 2000), (["--preset", "fast"], 200),
+                                               (["--preset", "fast", "--iters", "7"], 7)])
+def test_singan_train_presets(flags, iterations, monkeypatch):
+    """``singan train --preset``: paper = SinGAN's 2000 iterations per scale, fast = 200; --iters overrides."""
+    import nnunet_gen.generators.singan as generators
+    from nnunet_gen.cli import main
+
+    class Captured(Exception):
+        pass
+
+    def capture(*args):
+        raise Captured(args[6].iterations_per_scale)
+
+    monkeypatch.setattr(generators, "train_singan_on_case", capture)
+    with pytest.raises(Captured) as captured:
+        main(["singan", "train", "-d", "1", "--case", "c", "-o", "s.safetensors", *flags])
+    assert captured.value.args[0] == iterations

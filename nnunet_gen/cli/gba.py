@@ -23,11 +23,11 @@ from nnunet_gen.errors import DataError
 
 
 def cmd_singan_train(args) -> None:
-    from nnunet_gen.generators.singan import train_singan_on_case
+    from nnunet_gen.generators.singan import SINGAN_PRESETS, train_singan_on_case
     from synth.singan import SinGANConfig
     try:
         config = SinGANConfig(scale_factor=args.scale_factor, min_size=args.min_size, max_size=args.max_size,
-                              iterations_per_scale=args.iters)
+                              iterations_per_scale=SINGAN_PRESETS[args.preset] if args.iters is None else args.iters)
     except ValueError as error:
         raise DataError("singan train", str(error)) from None
     apply_threads(args)
@@ -102,7 +102,9 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("--scale-factor", type=float, default=0.75)
     s.add_argument("--min-size", type=int, default=25)
     s.add_argument("--max-size", type=int, default=250)
-    s.add_argument("--iters", type=int, default=2000, help="iterations per scale")
+    s.add_argument("--preset", choices=["paper", "fast"], default="paper",
+                   help="iterations per scale: paper 2000 (SinGAN's default), fast 200 (README 'SinGAN budget')")
+    s.add_argument("--iters", type=int, help="iterations per scale (overrides --preset)")
     s.add_argument("--seed", type=int, default=0)
     add_device(s)
     add_threads(s)
