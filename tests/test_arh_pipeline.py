@@ -14,7 +14,14 @@ import pytest
 from nnunet_gen.cli import main
 from nnunet_gen.convert.phantom import write_phantom_dataset
 from nnunet_gen.errors import DataError
-from nnunet_gen.generators.arh import holdout_split, lesion_case_groups, make_config, open_checkpoint, train_on_dataset
+from nnunet_gen.generators.arh import (
+    holdout_split,
+    lesion_case_groups,
+    make_config,
+    open_checkpoint,
+    train_on_dataset,
+    validation_curve_path,
+)
 from nnunet_gen.io.files import sha256_of_file
 from nnunet_gen.io.images import Geometry
 from nnunet_gen.io.manifest import Manifest
@@ -109,6 +116,27 @@ def test_cli_train_eval_table_figure_and_heldout_guard(workspace, capsys):
     assert main(["arhnet", "eval", "-d", "801", "--checkpoints", str(all_cases), "-o", str(root / "e3")]) == 2
     error = capsys.readouterr().err.strip()
     assert "was trained on evaluated case(s)" in error and len(error.splitlines()) == 1
+
+
+def test_cli_train_preset_prints_validation_curve_and_writes_png(workspace, capsys):
+    root, _ = workspace
+    output = root / "selected.safetensors"
+    assert main(["arhnet", "train", "-d", "801", "-o", str(output), "--preset", "cpu", "--iterations", "3",
+                 "--val-interval", "1", "--patch-size", *map(str, PATCH), "--depth", "2", "--base-channels", "4",
+                 "--batch-size", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation curve (iteration: fPSNR dB): 1: " in printed and "kept iteration" in printed
+    curve_png = root / "selected_validation.png"
+    assert validation_curve_path(output) == curve_png and curve_png.stat().st_size > 1000
+    harmonizer = open_checkpoint(output)
+    assert harmonizer.config.lr_schedule == "cosine" and harmonizer.config.patch_size == PATCH
+    assert [p["iteration"] for p in harmonizer.validation["curve"]] == [1, 2, 3]
+    provenance = json.loads(Path(f"{output}.json").read_text())
+    validation, train = set(provenance["validation_cases"]), set(provenance["train_cases"])
+    assert validation and validation < train and not validation & set(provenance["held_out_cases"])
+    assert main(["arhnet", "train", "-d", "801", "-o", str(root / "z.safetensors"), "--val-fraction", "0.95",
+                 "--iterations", "1", "--patch-size", *map(str, PATCH), "--depth", "2"]) == 2
+    assert "--val-fraction" in capsys.readouterr().err and not (root / "z.safetensors").exists()
 
 
 def _write_dataset(dataset_id: int, name: str, cases: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

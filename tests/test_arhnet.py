@@ -2,6 +2,7 @@
 metrics, checkpoints, whole-volume harmonisation and a small training run on seeded brain-like phantoms."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -31,6 +32,7 @@ from synth.arhnet import (
     save_harmonizer,
     train_harmonizer,
 )
+from synth.arhnet.config import PRESETS, preset_config
 from synth.arhnet.harmonize import build_generator
 from synth.arhnet.histogram_matching import histogram_match_foreground
 from synth.arhnet.losses import (
@@ -40,8 +42,15 @@ from synth.arhnet.losses import (
     generator_hinge_loss,
     reconstruction_loss,
 )
+from synth.arhnet.metrics import PSNR_CAP_DB
 from synth.arhnet.networks import masked_mean_std, resize_mask
 from synth.arhnet.patches import lesion_window_origins
+from synth.arhnet.train import (
+    learning_rate_factor,
+    make_validation_patches,
+    scale_cases,
+    split_validation,
+)
 
 SMALL_PATCH = (16, 16, 16)
 
@@ -222,7 +231,10 @@ def test_metrics_against_hand_computation() -> None:
     assert metrics["fMAE"] == pytest.approx(0.25)
     assert metrics["PSNR"] == pytest.approx(10 * np.log10(1 / (0.26 / 8)))
     assert metrics["fPSNR"] == pytest.approx(10 * np.log10(1 / 0.125))
-    assert harmonization_metrics(target, target, mask)["PSNR"] == pytest.approx(100.0)
+    exact = harmonization_metrics(target, target, mask)
+    assert exact["PSNR"] == exact["fPSNR"] == PSNR_CAP_DB == 60.0  # an exact restoration is capped, not infinite
+    nearly = prediction * 1e-4  # RMSE far below 0.1% of the range: capped too
+    assert harmonization_metrics(nearly, target, mask)["fPSNR"] == 60.0
     with pytest.raises(ValueError, match="non-empty mask"):
         harmonization_metrics(prediction, target, np.zeros((2, 2, 2)))
 
@@ -372,3 +384,76 @@ def test_training_reduces_foreground_error_versus_composite() -> None:
     assert table["unet"]["fPSNR"] > table["composite"]["fPSNR"] + 1.0
     held_out = make_held_out_set(test_cases, SMALL_PATCH, seed=1)
     assert [c.perturbation for c in held_out] == [c.perturbation for c in make_held_out_set(test_cases, SMALL_PATCH, 1)]
+
+
+# ------------------------------------------------------------------------------------- validation, LR, presets
+def test_validation_split_and_patches_are_deterministic_and_disjoint() -> None:
+    train, validation = split_validation(10, 0.2, seed=3)
+    assert (train, validation) == split_validation(10, 0.2, seed=3)
+    assert len(validation) == 2 and not set(train) & set(validation) and sorted(train + validation) == list(range(10))
+    assert split_validation(10, 0.0, seed=3) == (list(range(10)), [])
+    with pytest.raises(ValueError, match="cannot be split"):
+        split_validation(1, 0.2, seed=0)
+    cases = scale_cases([make_phantom(seed) for seed in (20, 21)])
+    config = small_config(validation_patches_per_case=3)
+    first, second = make_validation_patches(cases, config, 5), make_validation_patches(cases, config, 5)
+    assert first[0].shape == (6, 1, *SMALL_PATCH) and all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not np.array_equal(first[1], make_validation_patches(cases, config, 6)[1])
+    trained = train_harmonizer([make_phantom(seed) for seed in range(20, 25)],
+                               small_config(iterations=2, validation_fraction=0.4, validation_interval=1), seed=3,
+                               progress=False)
+    assert trained.validation["validation_case_indices"] == split_validation(5, 0.4, 3)[1]
+    assert [p["iteration"] for p in trained.validation["curve"]] == [1, 2]
+    assert trained.validation["best_fPSNR"] == max(p["fPSNR"] for p in trained.validation["curve"])
+    assert np.isfinite(trained.validation["composite_fPSNR"]) and trained.validation["patches"] == 2 * 4
+
+
+def test_best_validation_state_is_returned_saved_and_stops_early(monkeypatch, tmp_path) -> None:
+    scores, states = iter([10.0, 20.0, 15.0, 12.0, 30.0]), []
+
+    def scripted_fpsnr(generator, patches, batch_size):  # a later, worse score must not replace the best state
+        states.append({k: v.clone() for k, v in generator.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr("synth.arhnet.train.validation_fpsnr", scripted_fpsnr)
+    config = small_config("unet", iterations=10, validation_interval=2, patience=2)
+    trained = train_harmonizer([make_phantom(30)], config, seed=0, progress=False,
+                               validation_cases=[make_phantom(31)])
+    record = trained.validation
+    assert [p["iteration"] for p in record["curve"]] == [2, 4, 6, 8] and len(trained.training_log) == 8
+    assert record["best_iteration"] == 4 and record["best_fPSNR"] == 20.0 and record["stopped_early"]
+    kept = trained.generator.state_dict()
+    assert all(torch.equal(kept[k], states[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], states[3][k]) for k in kept)
+    loaded = load_harmonizer(save_harmonizer(trained, tmp_path / "best.safetensors"))
+    assert loaded.validation == record
+    assert all(torch.equal(loaded.generator.state_dict()[k], states[1][k]) for k in kept)
+
+
+def test_learning_rate_schedules() -> None:
+    cosine = small_config(iterations=11, lr_schedule="cosine", lr_min_fraction=0.01)
+    factors = [learning_rate_factor(cosine, i) for i in range(11)]
+    assert factors[0] == 1.0 and factors[5] == pytest.approx(0.505) and factors[10] == pytest.approx(0.01)
+    assert all(a > b for a, b in itertools.pairwise(factors))
+    assert {learning_rate_factor(small_config(iterations=11), i) for i in range(11)} == {1.0}
+    trained = train_harmonizer([make_phantom(32), make_phantom(33)],
+                               small_config("unet", iterations=4, lr_schedule="cosine", validation_fraction=0.5,
+                                            validation_interval=2), seed=0, progress=False)
+    lr = cosine.generator_lr
+    assert [p["generator_lr"] for p in trained.validation["curve"]] == pytest.approx(
+        [lr * learning_rate_factor(trained.config, i) for i in (1, 3)])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        small_config(lr_schedule="step")
+
+
+def test_presets_set_budgets_and_explicit_values_win() -> None:
+    cpu = preset_config("cpu", "arhnet")
+    assert cpu.patch_size == PRESETS["cpu"]["patch_size"] and cpu.lr_schedule == "cosine"
+    assert cpu.validation_fraction > 0 and cpu.patience > 0
+    paper = preset_config("paper")
+    assert (paper.patch_size, paper.batch_size, paper.generator_lr, paper.discriminator_lr) == (
+        (64, 64, 64), 16, 1e-4, 5e-5)
+    assert preset_config("cpu", "unet", iterations=7, depth=None).iterations == 7
+    assert preset_config(None) == HarmonizerConfig()
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("gpu")

@@ -1,11 +1,22 @@
 """``nnunet-gen arhnet train|eval`` and ``nnunet-gen render arh`` (ARHNet, Huo et al. 2023; see
-:mod:`nnunet_gen.generators.arh` and :mod:`nnunet_gen.render.arh`)."""
+:mod:`nnunet_gen.generators.arh` and :mod:`nnunet_gen.render.arh`).
+
+``--preset cpu|paper`` sets a training budget (``synth.arhnet.config.PRESETS``; explicit flags override it); with
+validation (``--val-fraction`` or a preset) ``arhnet train`` prints each validation fPSNR as it is measured, then the
+curve and the kept iteration, and writes the curve as a PNG next to the checkpoint."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from nnunet_gen.cli.common import add_device, add_render_target, device, target_name
+from nnunet_gen.cli.common import (
+    add_device,
+    add_render_target,
+    add_threads,
+    apply_threads,
+    device,
+    target_name,
+)
 from nnunet_gen.errors import DataError
 from nnunet_gen.generators.arh import TABLE1_LEARNED, TABLE3_LEARNED
 
@@ -14,25 +25,45 @@ SCALING_NOTE = ("note: images not in [0, 1] are min-max scaled to [0, 1] per cas
 
 
 def _training_options(args) -> dict:
+    """The budget flags the user gave (None: taken from ``--preset`` or the config defaults)."""
     return {"iterations": args.iterations, "batch_size": args.batch_size, "base_channels": args.base_channels,
-            "depth": args.depth}
+            "depth": args.depth, "lr_schedule": args.lr_schedule, "validation_fraction": args.val_fraction,
+            "validation_interval": args.val_interval, "patience": args.patience}
 
 
 def cmd_arhnet_train(args) -> None:
-    from nnunet_gen.generators.arh import make_config, train_on_dataset
-    config = make_config(args.method, args.patch_size, **_training_options(args))
+    from nnunet_gen.generators.arh import (
+        make_config,
+        train_on_dataset,
+        validation_curve_path,
+    )
+    config = make_config(args.method, args.patch_size, args.preset, **_training_options(args))
+    apply_threads(args)
     print(SCALING_NOTE)
     harmonizer = train_on_dataset(args.d, args.o, config, args.labels, args.channel, args.holdout, args.seed,
                                   device(args))
     last = harmonizer.training_log[-1] if harmonizer.training_log else {}
     print(f"saved {args.method} to {args.o} ({len(harmonizer.training_log)} iterations; last losses {last})")
+    record = harmonizer.validation
+    if record:
+        print("validation curve (iteration: fPSNR dB): " +
+              ", ".join(f"{p['iteration']}: {p['fPSNR']:.2f}" for p in record["curve"]))
+        print(f"kept iteration {record['best_iteration']} (validation fPSNR {record['best_fPSNR']:.2f} dB; composite "
+              f"{record['composite_fPSNR']:.2f} dB{'; stopped early' if record['stopped_early'] else ''}); "
+              f"curve: {validation_curve_path(args.o)}")
 
 
 def cmd_arhnet_eval(args) -> None:
-    from nnunet_gen.generators.arh import evaluate_on_dataset, open_checkpoint, train_methods
+    from nnunet_gen.generators.arh import (
+        evaluate_on_dataset,
+        open_checkpoint,
+        train_methods,
+    )
     from synth.arhnet import format_metric_table
+    from synth.arhnet.config import PRESETS
     if not args.checkpoints and not args.train_all:
         raise DataError("arhnet eval", "give --checkpoints or --train-all")
+    apply_threads(args)
     print(SCALING_NOTE)
     output = Path(args.o)
     harmonizers, checkpoints = {}, {}
@@ -42,14 +73,15 @@ def cmd_arhnet_eval(args) -> None:
         patch_size = patch_size or list(harmonizer.config.patch_size)
         name = harmonizer.method if harmonizer.method not in harmonizers else f"{harmonizer.method}:{Path(path).stem}"
         harmonizers[name], checkpoints[name] = harmonizer, str(path)
-    patch_size = patch_size or [64, 64, 64]
+    patch_size = patch_size or list(PRESETS[args.preset]["patch_size"] if args.preset else (64, 64, 64))
     if args.train_all:
         methods = TABLE1_LEARNED + (TABLE3_LEARNED if args.table3 else ())
         trained, paths = train_methods(args.d, methods, patch_size, _training_options(args), output, args.labels,
-                                       args.channel, args.holdout, args.seed, device(args))
+                                       args.channel, args.holdout, args.seed, device(args), args.preset)
         harmonizers.update(trained)
         checkpoints.update(paths)
-    details = {"training": {**_training_options(args), "train_all": args.train_all}} if args.train_all else {}
+    details = {"training": {**_training_options(args), "preset": args.preset, "train_all": args.train_all}} \
+        if args.train_all else {}
     table = evaluate_on_dataset(args.d, harmonizers, output, patch_size, args.labels, args.channel, args.holdout,
                                 args.seed, checkpoints, details)
     print(format_metric_table(table))
@@ -79,12 +111,34 @@ def _common(s: argparse.ArgumentParser) -> None:
     add_device(s)
 
 
-def _training(s: argparse.ArgumentParser, patch_default: list[int] | None) -> None:
-    s.add_argument("--iterations", type=int, default=2000)
-    s.add_argument("--patch-size", type=int, nargs=3, default=patch_default, metavar=("X", "Y", "Z"))
-    s.add_argument("--batch-size", type=int, default=2, help="paper: 16")
-    s.add_argument("--base-channels", type=int, default=16)
-    s.add_argument("--depth", type=int, default=4, help="generator levels (patch divisible by 2**(depth-1))")
+PRESET_HELP = ("budget preset; explicit flags override it. cpu: 32^3 patches, base 8, depth 3, batch 4, "
+               "1000 iterations, learning rates 10x the paper's with cosine decay, validation every 50 iterations, "
+               "patience 6 (ARHNet about 1.2 s/iteration, 20-25 min, with --threads 1 on the shared 2-core CPU); "
+               "paper: the paper's 64^3, batch 16, depth 4, base "
+               "16, AdamW 1e-4/5e-5 constant, 20000 iterations, validation every 500, patience 10 (a GPU budget). "
+               "Without a preset: 64^3, batch 2, base 16, depth 4, 2000 iterations, paper learning rates, no "
+               "validation")
+
+
+def _training(s: argparse.ArgumentParser) -> None:
+    from synth.arhnet.config import LR_SCHEDULES, PRESETS
+    s.add_argument("--preset", choices=sorted(PRESETS), help=PRESET_HELP)
+    s.add_argument("--iterations", type=int, help="training iterations (default 2000)")
+    s.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default 64 64 64")
+    s.add_argument("--batch-size", type=int, help="default 2 (paper: 16)")
+    s.add_argument("--base-channels", type=int, help="default 16")
+    s.add_argument("--depth", type=int, help="generator levels (patch divisible by 2**(depth-1)); default 4")
+    s.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="constant (paper; default) or cosine: both learning rates decay along half a cosine to "
+                        "1%% of their value at the last iteration")
+    s.add_argument("--val-fraction", type=float,
+                   help="fraction of the training patient groups held out for model selection: the generator with "
+                        "the best validation fPSNR (fixed seeded eq. 1 patches) is saved and its curve written next "
+                        "to it (model.safetensors -> model_validation.png; default 0: none)")
+    s.add_argument("--val-interval", type=int, help="iterations between validation evaluations (default 100)")
+    s.add_argument("--patience", type=int,
+                   help="stop after this many validation evaluations without improvement (default 0: never)")
+    add_threads(s)
 
 
 def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction) -> None:
@@ -96,7 +150,7 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     _common(s)
     s.add_argument("-o", required=True, help="output checkpoint (.safetensors); the split goes to <o>.json")
     s.add_argument("--method", default="arhnet", choices=sorted(METHODS))
-    _training(s, [64, 64, 64])
+    _training(s)
     s.set_defaults(func=cmd_arhnet_train)
 
     s = arh_sub.add_parser("eval", help="Table 1/3 on held-out perturbed cases: prints it, writes CSV/JSON/PNG")
@@ -105,7 +159,7 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("--checkpoints", nargs="+", help="trained harmonisers (Composite and HM rows are added)")
     s.add_argument("--train-all", action="store_true", help="train every learned Table 1 method first")
     s.add_argument("--table3", action="store_true", help="with --train-all: also the BN/IN/RAIN ablations")
-    _training(s, None)
+    _training(s)
     s.set_defaults(func=cmd_arhnet_eval)
 
     s = render.add_parser("arh", help="Copy-Paste/CarveMix lesion composites harmonised by ARHNet")

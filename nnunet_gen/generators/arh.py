@@ -5,6 +5,9 @@
   cases are split once into training and held-out patient groups (:func:`holdout_split`, seeded), so evaluation is
   on patients the harmoniser never saw; :func:`train_on_dataset` records its split next to the checkpoint
   (``<ckpt>.json``) and evaluation refuses a checkpoint trained on any evaluated case.
+* With ``validation_fraction`` > 0 in the config, that fraction of the *training* patient groups is held out again
+  for model selection (:func:`train_selected`): the generator with the best validation fPSNR is kept, and
+  :func:`train_on_dataset` writes the validation curve as ``<ckpt stem>_validation.png`` next to the checkpoint.
 * :func:`evaluate_on_dataset` writes the paper's Table 1 / Table 3 (MAE, fMAE, PSNR, fPSNR on held-out perturbed
   lesions) and a Fig. 3 style PNG.
 """
@@ -34,6 +37,7 @@ from synth.arhnet import (
     save_harmonizer,
     train_harmonizer,
 )
+from synth.arhnet.config import preset_config
 from synth.arhnet.perturbation import IntensityScaling
 from synth.checkpoint import CheckpointError
 
@@ -129,27 +133,71 @@ def open_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise DataError(str(path), str(error).splitlines()[0] if str(error) else type(error).__name__) from None
 
 
-def make_config(method: str, patch_size: Sequence[int], **training) -> HarmonizerConfig:
-    """A :class:`HarmonizerConfig` with its validation errors as :class:`DataError`."""
+def make_config(method: str, patch_size: Sequence[int] | None, preset: str | None = None,
+                **training) -> HarmonizerConfig:
+    """A :class:`HarmonizerConfig` of ``preset`` (``synth.arhnet.config.PRESETS``; None: the plain defaults) with
+    ``patch_size`` and ``training`` fields overriding it (None values ignored); invalid values as :class:`DataError`."""
+    patch = None if patch_size is None else tuple(int(p) for p in patch_size)
     try:
-        return HarmonizerConfig(method=method, patch_size=tuple(int(p) for p in patch_size), **training)
+        return preset_config(preset, method, patch_size=patch, **training)
     except ValueError as error:
         raise DataError(f"method {method}", str(error)) from None
+
+
+def validation_curve_path(checkpoint: str | Path) -> Path:
+    """The validation-curve PNG written next to a checkpoint by :func:`train_on_dataset`."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.name.split('.')[0]}_validation.png")
+
+
+def validation_curve_figure(harmonizer: Harmonizer, path: str | Path) -> Path:
+    """Validation fPSNR against iterations, the composite's fPSNR as reference, a star at the kept state."""
+    from nnunet_gen.qc.figures import line_plot
+    record = harmonizer.validation
+    curve = record["curve"]
+    return line_plot({f"{harmonizer.method} (validation)": ([p["iteration"] for p in curve],
+                                                            [p["fPSNR"] for p in curve])},
+                     path, "iteration", "validation fPSNR (dB, cap 60)",
+                     f"{harmonizer.method}: {record['patches']} validation patches, kept iteration "
+                     f"{record['best_iteration']}", {"composite (no harmonisation)": record["composite_fPSNR"]},
+                     (record["best_iteration"], record["best_fPSNR"]))
+
+
+def train_selected(raw: RawDataset, train_ids: Sequence[str], config: HarmonizerConfig, labels: Sequence[int],
+                   channel: int, seed: int, device: str | torch.device = "cpu",
+                   progress: bool = True) -> tuple[Harmonizer, list[str]]:
+    """Train ``config.method`` on ``train_ids``, holding ``config.validation_fraction`` of their patient groups out
+    for model selection (seeded like :func:`holdout_split`). Returns the harmoniser and the validation case IDs."""
+    fit_ids, validation_ids = list(train_ids), []
+    if config.spec.learned and config.validation_fraction > 0:
+        groups = {c: g for c, g in lesion_case_groups(raw, labels).items() if c in set(train_ids)}
+        try:
+            fit_ids, validation_ids = holdout_split(groups, config.validation_fraction, seed)
+        except DataError as error:
+            raise DataError("--val-fraction", f"{error.problem} (training patient groups); use --val-fraction 0") \
+                from None
+    cases = [c.as_tuple() for c in load_lesion_cases(raw, fit_ids, labels, channel)]
+    validation_cases = [c.as_tuple() for c in load_lesion_cases(raw, validation_ids, labels, channel)]
+    harmonizer = train_harmonizer(cases, config, seed, device, progress, validation_cases or None)
+    return harmonizer, validation_ids
 
 
 def train_on_dataset(dataset: str | int, output: str | Path, config: HarmonizerConfig, labels: Sequence[int] = (1,),
                      channel: int = 0, holdout_fraction: float = 0.2, seed: int = 0,
                      device: str | torch.device = "cpu", progress: bool = True) -> Harmonizer:
-    """Train ``config.method`` on the training part of ``dataset`` and save it (safetensors) at ``output``, with the
-    split next to it (:func:`provenance_path`). Returns the trained harmoniser."""
+    """Train ``config.method`` on the training part of ``dataset`` (:func:`train_selected`) and save it
+    (safetensors, atomic) at ``output``, with the split next to it (:func:`provenance_path`) and, with validation,
+    the curve (:func:`validation_curve_path`). Returns the trained harmoniser."""
     raw = RawDataset.find(dataset)
     train_ids, held_out_ids = holdout_split(lesion_case_groups(raw, labels), holdout_fraction, seed)
-    cases = load_lesion_cases(raw, train_ids, labels, channel)
-    harmonizer = train_harmonizer([c.as_tuple() for c in cases], config, seed, device, progress)
+    harmonizer, validation_ids = train_selected(raw, train_ids, config, labels, channel, seed, device, progress)
     save_harmonizer(harmonizer, output)
+    if harmonizer.validation:
+        validation_curve_figure(harmonizer, validation_curve_path(output))
     write_text(provenance_path(output), json.dumps(
         {"dataset": raw.name, "labels": list(labels), "channel": channel, "holdout_fraction": holdout_fraction,
-         "seed": seed, "train_cases": train_ids, "held_out_cases": held_out_ids}, indent=1))
+         "seed": seed, "train_cases": train_ids, "validation_cases": validation_ids, "held_out_cases": held_out_ids},
+        indent=1))
     return harmonizer
 
 
@@ -239,17 +287,17 @@ def evaluate_on_dataset(dataset: str | int, harmonizers: dict[str, Harmonizer], 
 
 def train_methods(dataset: str | int, methods: Sequence[str], patch_size: Sequence[int], training: dict,
                   output_dir: str | Path, labels: Sequence[int] = (1,), channel: int = 0,
-                  holdout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu"
-                  ) -> tuple[dict[str, Harmonizer], dict[str, str]]:
+                  holdout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
+                  preset: str | None = None) -> tuple[dict[str, Harmonizer], dict[str, str]]:
     """Train each of ``methods`` (Table 1 / 3 rows) on the training part of ``dataset`` with the same budget
-    ``training`` (:class:`HarmonizerConfig` fields); checkpoints go to ``output_dir/checkpoints/<method>.safetensors``.
-    Returns the harmonisers and their checkpoint paths by method."""
+    (``preset`` and ``training``, :func:`make_config`) and model selection (:func:`train_selected`); checkpoints go
+    to ``output_dir/checkpoints/<method>.safetensors``. Returns the harmonisers and their checkpoint paths."""
     raw = RawDataset.find(dataset)
     train_ids, _ = holdout_split(lesion_case_groups(raw, labels), holdout_fraction, seed)
-    cases = [c.as_tuple() for c in load_lesion_cases(raw, train_ids, labels, channel)]
     harmonizers, checkpoints = {}, {}
     for method in methods:
-        harmonizers[method] = train_harmonizer(cases, make_config(method, patch_size, **training), seed, device)
+        config = make_config(method, patch_size, preset, **training)
+        harmonizers[method], _ = train_selected(raw, train_ids, config, labels, channel, seed, device)
         path = Path(output_dir) / "checkpoints" / f"{method}.safetensors"
         checkpoints[method] = str(save_harmonizer(harmonizers[method], path))
     return harmonizers, checkpoints

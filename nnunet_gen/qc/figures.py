@@ -70,3 +70,25 @@ def slice_montage(rows: Sequence[Sequence[Panel]], path: str | Path, title: str 
     if title:
         figure.suptitle(title, fontsize=10)
     return save_png(figure, path)
+
+
+def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, xlabel: str,
+              ylabel: str, title: str = "", reference: dict[str, float] | None = None,
+              marker: tuple[float, float] | None = None) -> Path:
+    """One line per ``series`` entry (name -> (x, y)), dashed horizontal lines for ``reference`` (name -> y) and
+    a star at ``marker`` (x, y), e.g. a validation curve, the baseline's score and the checkpoint kept."""
+    figure = new_figure(6.0, 3.6)
+    axes = figure.add_subplot(1, 1, 1)
+    for name, (x, y) in series.items():
+        axes.plot(x, y, marker="o", markersize=3, label=name)
+    for (name, y), colour in zip((reference or {}).items(), ("grey", "k", "m")):
+        axes.axhline(y, linestyle="--", color=colour, linewidth=1, label=name)
+    if marker is not None:
+        axes.plot(*marker, marker="*", markersize=12, color="r", linestyle="none", label="kept")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title, fontsize=10)
+    return save_png(figure, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 #: Normalisations the generator's decoder can use in place of the ARH module (paper Table 3).
 DECODER_NORMALIZATIONS: tuple[str, ...] = ("arh", "rain", "bn", "in")
@@ -44,6 +45,10 @@ METHODS: dict[str, MethodSpec] = {
     "arhnet_rain": MethodSpec(True, "rain", 100.0, 10.0, 1.0, "ARHNet with ARH replaced by RAIN (Table 3)"),
 }
 
+#: Learning-rate schedules: "constant" (the paper's AdamW learning rates throughout) or "cosine" (half a cosine from
+#: the configured rate down to ``lr_min_fraction`` x that rate at the last iteration, for both networks).
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
 #: Rows of the paper's Table 1 and Table 3, in the paper's order.
 TABLE1_METHODS: tuple[str, ...] = ("composite", "hm", "unet", "hinge_gan", "unet_gan", "rainnet", "arhnet")
 TABLE3_METHODS: tuple[str, ...] = ("arhnet_bn", "arhnet_in", "arhnet_rain", "arhnet")
@@ -56,6 +61,13 @@ class HarmonizerConfig:
     Deviations from the paper, for CPU budgets: ``batch_size`` 2 (paper 16), training length counted in
     ``iterations`` (paper: 200 epochs), ``base_channels`` 16 (the paper does not give the width).
     ``loss_weights`` overrides the method's (rec, btv, adv) weights when given.
+
+    Model selection (not in the paper, off by default so the defaults train as the paper does):
+    ``validation_fraction`` > 0 holds that fraction of the training cases (at least one) out of training; from them
+    ``validation_patches_per_case`` lesion patches with eq. 1 perturbations are drawn once (seeded). Every
+    ``validation_interval`` iterations (and after the last) the generator's mean validation fPSNR is measured; the
+    generator state with the best one is returned, and training stops after ``patience`` evaluations without
+    improvement (0: never early). ``lr_schedule`` is one of :data:`LR_SCHEDULES`.
     """
 
     method: str = "arhnet"
@@ -74,6 +86,12 @@ class HarmonizerConfig:
     lambda_range: tuple[float, float] = (-0.3, 0.3)
     loss_weights: tuple[float, float, float] | None = None
     hm_shell_radius: int = 3
+    lr_schedule: str = "constant"
+    lr_min_fraction: float = 0.01
+    validation_fraction: float = 0.0
+    validation_patches_per_case: int = 4
+    validation_interval: int = 100
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -91,6 +109,14 @@ class HarmonizerConfig:
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(low, high)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
+        if not 0.0 <= self.lr_min_fraction <= 1.0:
+            raise ValueError(f"lr_min_fraction must be in [0, 1], got {self.lr_min_fraction}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.validation_interval < 1 or self.validation_patches_per_case < 1 or self.patience < 0:
+            raise ValueError("validation_interval and validation_patches_per_case must be >= 1, patience >= 0")
 
     @property
     def spec(self) -> MethodSpec:
@@ -118,3 +144,30 @@ class HarmonizerConfig:
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
+
+
+#: Budget presets (``HarmonizerConfig`` fields; explicit settings override them). Both select the generator by
+#: validation fPSNR (20% of the training cases, checked every ``validation_interval`` iterations).
+#:
+#: * ``cpu``: 32^3 patches, base 8 channels, depth 3, batch 4, 1000 iterations, learning rates 10x the paper's with
+#:   a cosine decay: ARHNet (generator + discriminator) takes about 1.2 s per iteration, 20-25 minutes, on one
+#:   thread of the project's shared 2-core CPU (torch's default of 2 threads was 10x slower there while other jobs
+#:   ran). ``benchmarks/bench_arh_anatomy.py`` uses it with 24^3 patches (2 mm voxels).
+#: * ``paper``: the paper's stated settings (64^3 patches, batch 16, AdamW 1e-4 / 5e-5 held constant, depth 4,
+#:   base 16) for 20000 iterations with validation every 500 and patience 10; a GPU budget (hours on a CPU).
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"patch_size": (32, 32, 32), "base_channels": 8, "depth": 3, "discriminator_channels": 8,
+            "batch_size": 4, "iterations": 1000, "generator_lr": 1e-3, "discriminator_lr": 5e-4,
+            "lr_schedule": "cosine", "validation_fraction": 0.2, "validation_interval": 50, "patience": 6},
+    "paper": {"patch_size": (64, 64, 64), "base_channels": 16, "depth": 4, "discriminator_channels": 16,
+              "batch_size": 16, "iterations": 20000, "generator_lr": 1e-4, "discriminator_lr": 5e-5,
+              "lr_schedule": "constant", "validation_fraction": 0.2, "validation_interval": 500, "patience": 10},
+}
+
+
+def preset_config(preset: str | None, method: str = "arhnet", **overrides: Any) -> HarmonizerConfig:
+    """The config of ``preset`` (None: the plain defaults) for ``method``, with ``overrides`` (None values ignored)."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return HarmonizerConfig(method=method, **values)

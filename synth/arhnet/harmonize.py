@@ -28,11 +28,17 @@ CHECKPOINT_FORMAT = "synth.arhnet.harmonizer/1"
 
 @dataclass
 class Harmonizer:
-    """A harmonisation method ready to apply: its config and, for learned methods, the trained generator."""
+    """A harmonisation method ready to apply: its config and, for learned methods, the trained generator.
+
+    ``validation`` is empty without model selection; otherwise it holds the validation curve (iteration, fPSNR,
+    generator learning rate), the composite's validation fPSNR, the best iteration (whose state ``generator``
+    holds) and whether training stopped early (:func:`synth.arhnet.train.train_harmonizer`).
+    """
 
     config: HarmonizerConfig
     generator: HarmonizationGenerator | None = None
     training_log: list[dict[str, float]] = field(default_factory=list)
+    validation: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.config.spec.learned and self.generator is None:
@@ -102,10 +108,11 @@ def harmonize_volume(harmonizer: Harmonizer, image: np.ndarray, mask: np.ndarray
 
 
 def save_harmonizer(harmonizer: Harmonizer, path: str | os.PathLike) -> Path:
-    """Save the generator weights (safetensors) with the JSON config and training log in the file's metadata."""
+    """Save the generator weights (safetensors, written atomically) with the JSON config, training log and
+    validation record in the file's metadata."""
     tensors = {} if harmonizer.generator is None else harmonizer.generator.state_dict()
     metadata = {"format": CHECKPOINT_FORMAT, "config": harmonizer.config.to_json(),
-                "training_log": json.dumps(harmonizer.training_log)}
+                "training_log": json.dumps(harmonizer.training_log), "validation": json.dumps(harmonizer.validation)}
     return save_tensors(path, tensors, metadata)
 
 
@@ -123,4 +130,5 @@ def load_harmonizer(path: str | os.PathLike, device: str | torch.device = "cpu",
         generator = build_generator(config)
         generator.load_state_dict(state, strict=True)
         generator.to(device).eval()
-    return Harmonizer(config, generator, json.loads(metadata.get("training_log", "[]")))
+    return Harmonizer(config, generator, json.loads(metadata.get("training_log", "[]")),
+                      json.loads(metadata.get("validation", "{}")))
