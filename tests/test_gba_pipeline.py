@@ -248,23 +248,30 @@ def test_distribution_and_qc_commands(work, tmp_path):
     assert (tmp_path / "qc_target.png").stat().st_size > (tmp_path / "qc.png").stat().st_size
 
 
-def test_stock_nnunet_trains_gba_offline_and_online(work):
+def test_stock_nnunet_trains_gba_offline_and_online(work, tmp_path):
+    """Stock nnUNetv2_train on a rendering with every render option of issue 14 (two SinGANs, contrast kept,
+    invisible copies dropped), and the online trainer with the contrast kept."""
+    second = tmp_path / "second.safetensors"
+    assert main(["singan", "train", "-d", "701", "--case", "phantomB_001", "--images-folder", "imagesTs",
+                 "-o", str(second), "--min-size", "8", "--max-size", "24", "--iters", "2"]) == 0
+    assert main(["render", "gba", "-d", "701", "-o", "714", "--name", "GGBA", "--singan", str(work["singan"]),
+                 str(second), "--keep-contrast", "--min-contrast", "0.1", *RENDER]) == 0
     work["mp"].setenv("nnUNet_def_n_proc", "1")
     plan_and_preprocess(701, num_processes=1)
-    plan_and_preprocess(702, num_processes=1)
+    plan_and_preprocess(714, num_processes=1)
     root = work["root"]
     env = {**os.environ, **work["env"], "nnUNet_compile": "f", "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0",
            "nnUNet_extTrainer": str(REPO / "trainers"), "nnunet_gen_SINGAN": str(work["singan"]),
            "OMP_NUM_THREADS": "1"}
-    for dataset, trainer in (("702", "nnUNetTrainerGBA_smoke"), ("701", "nnUNetTrainerGBAOnlineKeepContrast_smoke")):
+    for dataset, trainer in (("714", "nnUNetTrainerGBA_smoke"), ("701", "nnUNetTrainerGBAOnlineKeepContrast_smoke")):
         result = subprocess.run([BIN / "nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", trainer, "-device", "cpu"],
                                 env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    manifest = Manifest.load(root / "raw" / "Dataset702_GGBA")
-    fold = root / "res" / "Dataset702_GGBA" / "nnUNetTrainerGBA_smoke__nnUNetPlans__3d_fullres" / "fold_0"
+    manifest = Manifest.load(root / "raw" / "Dataset714_GGBA")
+    fold = root / "res" / "Dataset714_GGBA" / "nnUNetTrainerGBA_smoke__nnUNetPlans__3d_fullres" / "fold_0"
     validated = [p.name[:-7] for p in (fold / "validation").glob("*.nii.gz")]
     assert validated and all(manifest.cases[c].kind == "real" for c in validated)
-    split = json.loads((root / "pre" / "Dataset702_GGBA" / "splits_final.json").read_text())[0]
+    split = json.loads((root / "pre" / "Dataset714_GGBA" / "splits_final.json").read_text())[0]
     assert not any(manifest.cases[c].source_case in validated for c in split["train"])
     online = (root / "res" / "Dataset701_G" / "nnUNetTrainerGBAOnlineKeepContrast_smoke__nnUNetPlans__3d_fullres"
               / "fold_0")
