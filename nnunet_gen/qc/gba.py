@@ -65,7 +65,7 @@ def qc_montage(dataset: str | int, out: str, num_cases: int = 3, variants_per_ca
         for copy_id in shown[:variants_per_case]:
             params = manifest.cases[copy_id].params
             channel = int(params.get("channel", 0))
-            naive = GenerativeBlending.from_parameters({**params, "blend": False})(case.images[channel], case.label)
+            naive = GenerativeBlending.from_parameters(params).with_blend(False)(case.images[channel], case.label)
             gba = raw.read_case(copy_id).images[channel]
             kept = " kept" if params.get("keep_contrast") else ""
             row.append((f"naive a={params['alpha']:g} c={tumour_contrast(naive, tumour):.2f}", naive[z], contour))

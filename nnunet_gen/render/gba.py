@@ -31,7 +31,6 @@ Multi-channel datasets: GBA is applied to the SinGAN's modality ``channel``; oth
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -102,8 +101,6 @@ def gba_renderer(singan_paths: Sequence[str] | None, labels: Sequence[int] = (1,
     if not 0 <= min_contrast < 1:
         raise DataError("--min-contrast", f"must be in [0, 1), got {min_contrast}")
     labels = tuple(int(v) for v in labels)
-    if isinstance(singan_paths, (str, Path)):
-        singan_paths = [singan_paths]
     singans, shas = [], []
     if blend or rules == "paper":
         if not singan_paths:
@@ -121,12 +118,12 @@ def gba_renderer(singan_paths: Sequence[str] | None, labels: Sequence[int] = (1,
     def render(case: Case) -> Iterable[Variant]:
         where = f"case {case.case_id}"
         image = case.images[channel]
-        if not np.isin(case.label, labels).any():
+        tumour = np.isin(case.label, labels)
+        if not tumour.any():
             raise SkipCase(f"no voxels with labels {list(labels)}")
         if blend:
             for singan in singans:  # refuse before rendering any copy
-                singan_window(np.isin(case.label, labels), singan.training_shape,
-                              blending_margin(dilation_radius, sigma), where)
+                singan_window(tumour, singan.training_shape, blending_margin(dilation_radius, sigma), where)
         seed_of_case = case_seed(seed, case.case_id)
         if rules == "paper":
             renders = select_gba_parameters(image, case.label, case.geometry.spacing_zyx, num_scales, seed_of_case,
@@ -140,7 +137,6 @@ def gba_renderer(singan_paths: Sequence[str] | None, labels: Sequence[int] = (1,
         else:
             renders = fixed_parameters(alphas, generators_retained, samples, num_scales, seed_of_case, labels,
                                        dilation_radius, sigma, blend)
-        tumour = np.isin(case.label, labels)
         for k, params in enumerate(renders):
             params = {**params, "keep_contrast": bool(keep_contrast and blend)}
             index = derived_seed(seed_of_case, k) % len(singans) if blend else None
