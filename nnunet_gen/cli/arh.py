@@ -113,7 +113,8 @@ def _common(s: argparse.ArgumentParser) -> None:
 
 PRESET_HELP = ("budget preset; explicit flags override it. cpu: 32^3 patches, base 8, depth 3, batch 4, "
                "1000 iterations, learning rates 10x the paper's with cosine decay, validation every 50 iterations, "
-               "patience 6 (ARHNet about 1.2 s/iteration, 20-25 min, with --threads 1 on the shared 2-core CPU); "
+               "patience 6 (ARHNet: about 1.2 s/iteration measured in a short 32^3 run with --threads 1 on the "
+               "shared 2-core CPU; 262-379 s per 800-iteration training at 24^3); "
                "paper: the paper's 64^3, batch 16, depth 4, base "
                "16, AdamW 1e-4/5e-5 constant, 20000 iterations, validation every 500, patience 10 (a GPU budget). "
                "Without a preset: 64^3, batch 2, base 16, depth 4, 2000 iterations, paper learning rates, no "

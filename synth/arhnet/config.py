@@ -150,9 +150,10 @@ class HarmonizerConfig:
 #: validation fPSNR (20% of the training cases, checked every ``validation_interval`` iterations).
 #:
 #: * ``cpu``: 32^3 patches, base 8 channels, depth 3, batch 4, 1000 iterations, learning rates 10x the paper's with
-#:   a cosine decay: ARHNet (generator + discriminator) takes about 1.2 s per iteration, 20-25 minutes, on one
-#:   thread of the project's shared 2-core CPU (torch's default of 2 threads was 10x slower there while other jobs
-#:   ran). ``benchmarks/bench_arh_anatomy.py`` uses it with 24^3 patches (2 mm voxels).
+#:   a cosine decay. Measured on one thread of the project's shared 2-core CPU: about 1.2 s per iteration in a
+#:   short run at 32^3 (a whole 1000-iteration run was not timed); ``benchmarks/bench_arh_anatomy.py`` uses it with
+#:   24^3 patches (2 mm voxels) and 800 iterations: 262-379 s per training. Torch's default of 2 threads was 10x
+#:   slower there while other jobs ran.
 #: * ``paper``: the paper's stated settings (64^3 patches, batch 16, AdamW 1e-4 / 5e-5 held constant, depth 4,
 #:   base 16) for 20000 iterations with validation every 500 and patience 10; a GPU budget (hours on a CPU).
 PRESETS: dict[str, dict[str, Any]] = {
