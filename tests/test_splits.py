@@ -61,3 +61,20 @@ def test_leak_detection_and_too_few_patients():
         check_no_leak(m, splits)
     with pytest.raises(DataError, match="5 folds need at least 5"):
         grouped_splits(Manifest.for_real_cases(["a", "b", "c"]))
+
+
+def test_translated_runs_of_a_patient_validate_together_and_their_copies_follow():
+    """A pseudo-target dataset (``render translate``) has no real case: every run of a patient is a translated base
+    case; all runs of a validation patient validate in the same fold, their GBA copies never do."""
+    m = Manifest()
+    for i in range(6):
+        for run in range(2):
+            m.add(CaseRecord(f"p{i}_run{run}", "translated", f"p{i}", f"patient{i}", "translate", {"run": run}))
+            m.add(CaseRecord(f"p{i}_run{run}_gba00", "synthetic", f"p{i}_run{run}", f"patient{i}", "gba"))
+    splits = grouped_splits(m)
+    check_no_leak(m, splits)
+    for fold in splits:
+        val_patients = {c.split("_")[0] for c in fold["val"]}
+        assert fold["val"] == sorted(f"{p}_run{r}" for p in val_patients for r in range(2))
+        assert not any(c.split("_")[0] in val_patients for c in fold["train"])
+        assert not any("gba" in c for c in fold["val"])

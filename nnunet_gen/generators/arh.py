@@ -64,7 +64,7 @@ def real_case_groups(dataset: RawDataset) -> dict[str, str]:
     """Real labelled case -> patient group (from the manifest; each case its own patient without one)."""
     manifest = dataset.manifest()
     return {c: manifest.cases[c].group if c in manifest.cases else c for c in dataset.case_ids()
-            if c not in manifest.cases or manifest.cases[c].kind == "real"}
+            if c not in manifest.cases or manifest.cases[c].is_base}
 
 
 def has_lesion(dataset: RawDataset, case_id: str, labels: Sequence[int]) -> bool:

@@ -16,7 +16,9 @@ from nnunet_gen.io.files import write_text
 
 MANIFEST_FILE = "nnunet_gen_manifest.json"
 FORMAT = "nnunet_gen-manifest-1"
-KINDS = ("real", "synthetic", "pseudo_labelled")
+KINDS = ("real", "translated", "synthetic", "pseudo_labelled")
+#: Kinds of the labelled cases a dataset is built on: they validate, and renderers make variants of them.
+BASE_KINDS = ("real", "translated")
 
 #: ``CaseRecord.generator`` names, one vocabulary for the renderers that write them and the trainers that check them.
 NAIVE_GENERATOR = "naive_rescale"
@@ -26,14 +28,17 @@ COPY_PASTE_GENERATOR = "copy_paste"
 CARVEMIX_GENERATOR = "carvemix"
 ARH_GENERATORS = (ARH_GENERATOR, COPY_PASTE_GENERATOR, CARVEMIX_GENERATOR)
 SELFTRAIN_GENERATOR = "selftrain"
+TRANSLATE_GENERATOR = "translate"
 
 
 @dataclass
 class CaseRecord:
     """Provenance of one training case.
 
-    kind: ``real`` (labelled original), ``synthetic`` (rendered from ``source_case``) or ``pseudo_labelled``
-    (unlabelled image with a predicted label). Only real cases may ever be validation cases.
+    kind: ``real`` (labelled original), ``translated`` (a real case's image translated into another modality, with
+    its real label: the labelled base of a pseudo-target dataset), ``synthetic`` (rendered from ``source_case``) or
+    ``pseudo_labelled`` (unlabelled image with a predicted label). Only base cases (real or translated) may ever be
+    validation cases.
     """
 
     case_id: str
@@ -48,6 +53,11 @@ class CaseRecord:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DataError(f"case {self.case_id}", f"unknown manifest kind '{self.kind}'")
+
+    @property
+    def is_base(self) -> bool:
+        """A labelled case the dataset is built on (real or translated), not a copy or a pseudo-label."""
+        return self.kind in BASE_KINDS
 
 
 @dataclass
@@ -73,6 +83,10 @@ class Manifest:
     def has_generator(self, *generators: str) -> bool:
         """True when some case was made by one of ``generators``."""
         return any(r.generator in generators for r in self.cases.values())
+
+    def base_cases(self) -> list[str]:
+        """Sorted IDs of the real and translated cases (see :attr:`CaseRecord.is_base`)."""
+        return sorted(c for c, r in self.cases.items() if r.is_base)
 
     def of_kind(self, kind: str) -> list[str]:
         return sorted(c for c, r in self.cases.items() if r.kind == kind)

@@ -3,8 +3,8 @@
 Without ``splits_final.json`` nnU-Net splits ALL case IDs 5-fold, so synthetic copies of a validation patient end
 up in training. Here the folds are drawn over patient groups of the real cases with nnU-Net's own
 ``generate_crossval_split`` (same seed), so a dataset whose cases are all their own group gets exactly nnU-Net's
-default split, and a rendered dataset gets the same validation cases as its source. Validation lists hold real
-cases only; a synthetic copy trains only in folds where its patient trains; cases of groups without any real
+default split, and a rendered dataset gets the same validation cases as its source. Validation lists hold base
+cases only (real, or translated into a pseudo-target modality: every run of a subject in one fold); a synthetic copy trains only in folds where its patient trains; cases of groups without any real
 labelled case (e.g. pseudo-labelled target images) train in every fold.
 
 A case made from several patients (an ARHNet Copy-Paste composite: a donor's lesion in a recipient) belongs to its
@@ -34,14 +34,14 @@ def case_groups(record: CaseRecord) -> set[str]:
 
 def grouped_splits(manifest: Manifest, n_splits: int = 5, seed: int = NNUNET_SPLIT_SEED) -> list[dict]:
     """nnU-Net-style list of ``{"train": [...], "val": [...]}`` grouped by ``CaseRecord.group``."""
-    real_groups = sorted({r.group for r in manifest.cases.values() if r.kind == "real"})
+    real_groups = sorted({r.group for r in manifest.cases.values() if r.is_base})
     if len(real_groups) < n_splits:
-        raise DataError("splits", f"{len(real_groups)} patient groups with real labelled cases; "
+        raise DataError("splits", f"{len(real_groups)} patient groups with real (or translated) labelled cases; "
                                   f"{n_splits} folds need at least {n_splits}")
     splits = []
     for fold in generate_crossval_split(real_groups, seed=seed, n_splits=n_splits):
         val_groups = set(fold["val"])
-        val = sorted(c for c, r in manifest.cases.items() if r.kind == "real" and r.group in val_groups)
+        val = sorted(c for c, r in manifest.cases.items() if r.is_base and r.group in val_groups)
         train = sorted(c for c, r in manifest.cases.items() if not case_groups(r) & val_groups)
         splits.append({"train": train, "val": val})
     return splits
@@ -51,7 +51,7 @@ def check_no_leak(manifest: Manifest, splits: list[dict]) -> None:
     """Raise if any fold validates on a non-real case or trains on a case of a validation patient."""
     for i, fold in enumerate(splits):
         val_groups = {manifest.cases[c].group for c in fold["val"]}
-        if any(manifest.cases[c].kind != "real" for c in fold["val"]):
+        if any(not manifest.cases[c].is_base for c in fold["val"]):
             raise DataError(f"fold {i}", "a synthetic or pseudo-labelled case is in validation")
         leaked = sorted(c for c in fold["train"] if case_groups(manifest.cases[c]) & val_groups)
         if leaked:

@@ -148,7 +148,7 @@ class DatasetWriter:
             shutil.rmtree(old)
         else:
             self.staging.rename(self.final)
-        real_groups = {r.group for r in manifest.cases.values() if r.kind == "real"}
+        real_groups = {r.group for r in manifest.cases.values() if r.is_base}
         if os.environ.get("nnUNet_preprocessed") and len(real_groups) >= 5:
             splits = grouped_splits(manifest)
             check_no_leak(manifest, splits)

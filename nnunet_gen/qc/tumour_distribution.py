@@ -108,7 +108,7 @@ def tumour_distributions(dataset: str | int, images: str | Path | None = None,
         raise DataError("--images/--pseudo-labels", "give both (target images and their pseudo-labels) or neither")
     raw = RawDataset.find(dataset)
     manifest = raw.manifest()
-    sets = {"source": _measure_dataset(raw, manifest.of_kind("real"), labels, channel, "source"),
+    sets = {"source": _measure_dataset(raw, manifest.base_cases(), labels, channel, "source"),
             "augmented": _measure_dataset(raw, manifest.of_kind("synthetic"), labels, channel, "augmented")}
     if images is not None:
         sets["target"] = measure_target(images, pseudo_labels, raw.file_ending, labels, channel)

@@ -65,7 +65,7 @@ def render_dataset(source: str | int, target_id: int, target_name: str, renderer
             check_case(case, allowed, allow_empty_labels=True)
             if not writer.has_case(case_id):
                 writer.write_case(case_id, case.images, case.label, case.geometry)
-            if record.kind != "real":
+            if not record.is_base:
                 continue
             try:
                 variants = list(renderer(case))

@@ -28,8 +28,10 @@ from nnunet_gen.io.splits import check_no_leak
 
 
 def kind_probabilities(identifiers: list[str], manifest: Manifest, mass: dict[str, float]) -> np.ndarray:
-    """Per-identifier probabilities: each kind gets its share of ``mass`` (renormalised over present kinds)."""
-    kinds = [manifest.cases[i].kind if i in manifest.cases else "real" for i in identifiers]
+    """Per-identifier probabilities: each kind gets its share of ``mass`` (renormalised over present kinds); base
+    cases (real or translated) count as ``real``."""
+    kinds = ["real" if i not in manifest.cases or manifest.cases[i].is_base else manifest.cases[i].kind
+             for i in identifiers]
     present = {k: kinds.count(k) for k in set(kinds)}
     missing = sorted(k for k in present if mass.get(k, 0.0) <= 0)
     if missing:
@@ -53,7 +55,7 @@ class nnUNetTrainerSyntheticData(nnUNetTrainer):
     def do_split(self):
         manifest = self.provenance()
         splits_file = Path(self.preprocessed_dataset_folder_base) / "splits_final.json"
-        has_copies = manifest is not None and any(r.kind != "real" for r in manifest.cases.values())
+        has_copies = manifest is not None and any(not r.is_base for r in manifest.cases.values())
         if has_copies and self.fold != "all" and not splits_file.is_file():
             raise RuntimeError(f"{splits_file} is missing: nnU-Net's default split would put synthetic copies of "
                                f"validation patients into training. Run `nnunet-gen splits -d "
