@@ -1,5 +1,5 @@
-"""``nnunet-gen`` commands of the data stages: ``ext-trainer``, ``phantom``, ``convert``, ``render naive``,
-``preprocess``, ``derive-plans``, ``splits``."""
+"""``nnunet-gen`` commands of the data stages: ``ext-trainer``, ``phantom``, ``phantom-crossmodal``, ``convert``,
+``render naive``, ``preprocess``, ``derive-plans``, ``splits``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,12 @@ def cmd_phantom(args) -> None:
     from nnunet_gen.convert.phantom import write_phantom_dataset
     print(write_phantom_dataset(args.d, args.name, args.cases_a, args.cases_b, args.seed, tuple(args.shape),
                                 tuple(args.spacing), args.overwrite, args.target_centre))
+
+
+def cmd_phantom_crossmodal(args) -> None:
+    from nnunet_gen.convert.crossmodal_phantom import write_crossmodal_phantom
+    print(write_crossmodal_phantom(args.d, args.name, args.source, args.target, args.test, args.seed,
+                                   tuple(args.shape), args.source_centre, args.overwrite))
 
 
 def cmd_convert_folders(args) -> None:
@@ -80,6 +86,20 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_phantom)
+
+    s = sub.add_parser("phantom-crossmodal", help="write the seeded cross-modal phantom: labelled T1, unlabelled T2, "
+                                                  "T2 test set, paired T2 of the T1 subjects (imagesTrTarget)")
+    s.add_argument("-d", type=int, required=True, help="dataset ID")
+    s.add_argument("--name", default="PhantomCrossModal")
+    s.add_argument("--source", type=int, default=10, help="labelled T1 subjects (imagesTr/labelsTr)")
+    s.add_argument("--target", type=int, default=10,
+                   help="unlabelled T2 subjects, centres A and B (imagesUnlabelledTr)")
+    s.add_argument("--test", type=int, default=6, help="labelled T2 test subjects, centres A and B (imagesTs/labelsTs)")
+    s.add_argument("--source-centre", choices=["A", "B"], default="A")
+    s.add_argument("--shape", type=int, nargs=3, default=[32, 48, 48], metavar=("Z", "Y", "X"))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_phantom_crossmodal)
 
     convert = sub.add_parser("convert", help="convert data into an nnU-Net raw dataset").add_subparsers(
         dest="layout", required=True)
