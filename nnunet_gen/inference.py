@@ -38,12 +38,16 @@ def predict_with_postprocessing(dataset: str, trainer: str, folds: Sequence[int]
     backend.predict(raw_dataset.name, images, raw, False, log)
     if largest_component:
         labels = sorted(v for k, v in raw_dataset.labels.items() if v != 0 and k != "ignore")
-        out.mkdir(parents=True, exist_ok=True)
-        ending = raw_dataset.file_ending
-        for path in sorted(raw.iterdir()):
-            if path.name.endswith(ending):
-                segmentation, geometry = read_image(path)
-                write_image(largest_component_per_label(segmentation, labels).astype(segmentation.dtype),
-                            geometry, out / path.name)
+        keep_largest_components(raw, out, labels, raw_dataset.file_ending)
     return out
 
+
+def keep_largest_components(predictions: Path, out: Path, labels: Sequence[int], file_ending: str) -> Path:
+    """:func:`largest_component_per_label` of every ``*<file_ending>`` segmentation in ``predictions``, into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(predictions.iterdir()):
+        if path.name.endswith(file_ending) and not path.name.startswith("."):
+            segmentation, geometry = read_image(path)
+            write_image(largest_component_per_label(segmentation, labels).astype(segmentation.dtype), geometry,
+                        out / path.name)
+    return out

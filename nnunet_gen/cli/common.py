@@ -28,6 +28,15 @@ def device(args: argparse.Namespace) -> str:
     return args.device or default_device()
 
 
+def training_environment(device_name: str) -> dict[str, str]:
+    """Extra environment of nnU-Net trainings: on a CPU, no data-augmentation worker processes
+    (``nnUNet_n_proc_DA=0``) unless the user set it; it is never given to planning, which it crashes."""
+    import os
+    if device_name == "cpu" and "nnUNet_n_proc_DA" not in os.environ:
+        return {"nnUNet_n_proc_DA": "0"}
+    return {}
+
+
 def add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default; 1 is fastest for small models on a busy CPU)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_gen.cli.common import add_device, device
+from nnunet_gen.cli.common import add_device, device, training_environment
 from nnunet_gen.errors import DataError
 
 
@@ -33,11 +33,12 @@ def cmd_selftrain(args) -> None:
         val_labels=str(Path(args.val_labels).resolve()) if args.val_labels else None,
         confidence=args.confidence, min_size=args.min_size, max_size=args.max_size, size_z=args.size_z,
         pseudo_mass=args.pseudo_mass, calibrate_threshold=args.calibrate_threshold,
-        size_from_source=args.size_from_source,
+        size_from_source=args.size_from_source, dice_floor=args.dice_floor,
         reference_labels=str(Path(args.reference_labels).resolve()) if args.reference_labels else None)
     if args.pseudo_mass is not None:
         _require_selftrain_trainer(args.tr)
-    backend = NnUNetBackend(args.tr, args.c, args.p, args.f, device(args), args.np)
+    backend = NnUNetBackend(args.tr, args.c, args.p, args.f, device(args), args.np,
+                            training_environment(device(args)))
     run = SelfTraining(config, backend, workdir=Path(args.workdir) if args.workdir else None)
     run.executor = make_executor(args.executor, args.workers, run.workdir / "submitit", args.slurm_partition,
                                  args.slurm_timeout_min)
@@ -77,6 +78,9 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
                                                                "pseudo-labels agree above 1 - epsilon")
     s.add_argument("--val-images", help="labelled validation images (for the Dice-change stop rule)")
     s.add_argument("--val-labels", help="labels of --val-images")
+    s.add_argument("--dice-floor", type=float,
+                   help="stop after the first stage when the validation Dice is below this (the GBA paper's "
+                        "failure-case rule; needs --val-images/--val-labels)")
     s.add_argument("--confidence", type=float, help="voxels with max probability below this get the ignore label")
     s.add_argument("--min-size", type=float, help="drop pseudo-labels with foreground volume below (mm3)")
     s.add_argument("--max-size", type=float, help="drop pseudo-labels with foreground volume above (mm3)")

@@ -145,6 +145,7 @@ class NnUNetBackend:
             shutil.rmtree(out)
         staging.rename(out)
 
-    def preprocess(self, dataset: str, source: str | None) -> None:
+    def preprocess(self, dataset: str, source: str | None, own_plans: bool = False) -> None:
+        """Plan and preprocess with the source's plans (default: the manifest's source), or ``own_plans``."""
         from nnunet_gen.preprocess import plan_and_preprocess
-        plan_and_preprocess(dataset, (self.configuration,), self.num_processes, self.plans, source)
+        plan_and_preprocess(dataset, (self.configuration,), self.num_processes, self.plans, source, not own_plans)

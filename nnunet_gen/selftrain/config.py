@@ -40,6 +40,7 @@ class SelfTrainConfig:
     calibrate_threshold: str | None = None
     size_from_source: float | None = None
     reference_labels: str | None = None
+    dice_floor: float | None = None
 
     def identity(self) -> dict[str, Any]:
         """The fields that change what is computed (``reference_labels`` only adds diagnostics)."""
@@ -58,8 +59,9 @@ class RunState:
     Every change is written at once (temporary file + ``os.replace``), so a kill leaves the last finished step.
     """
 
-    def __init__(self, folder: Path, config: SelfTrainConfig):
-        self.path = folder / STATE_FILE
+    def __init__(self, folder: Path, config: Any, file: str = STATE_FILE):
+        """``config``: any run configuration with ``identity()`` and ``run_id()`` (e.g. :class:`SelfTrainConfig`)."""
+        self.path = folder / file
         identity = config.identity()
         if self.path.is_file():
             self.data = json.loads(self.path.read_text())

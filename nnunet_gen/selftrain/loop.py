@@ -41,7 +41,7 @@ class Backend(Protocol):
 
     def predict(self, dataset: str, images: Path, out: Path, save_probabilities: bool, log: Path) -> None: ...
 
-    def preprocess(self, dataset: str, source: str | None) -> None: ...
+    def preprocess(self, dataset: str, source: str | None, own_plans: bool = False) -> None: ...
 
 
 @dataclass
@@ -74,6 +74,8 @@ class SelfTraining:
         if self.config.calibrate_threshold not in (None, *CALIBRATION_MODES):
             raise DataError("--calibrate-threshold", f"must be one of {', '.join(CALIBRATION_MODES)}, "
                                                      f"got {self.config.calibrate_threshold!r}")
+        if self.config.dice_floor is not None and self.config.val_images is None:
+            raise DataError("--dice-floor", "needs a labelled validation set (--val-images/--val-labels)")
         if self.config.size_from_source is not None and self.config.size_from_source < 1:
             raise DataError("--size-from-source", f"must be >= 1, got {self.config.size_from_source}")
         self.cases = unlabelled_cases(self.labelled, Path(self.config.unlabelled))  # bad input: before any state
@@ -296,6 +298,14 @@ class SelfTraining:
                 "volume_ratio_mean": float(np.mean(ratios)) if ratios else None}
 
     # -- decisions and reports ---------------------------------------------------------------------------------
+    def failure_reason(self) -> str | None:
+        """The GBA paper's failure-case rule (section 4.3): a first stage whose validation Dice is below
+        ``dice_floor`` means an erroneous translation; such a run is not self-trained."""
+        floor, dice = self.config.dice_floor, self.state.iteration(0).get("val_dice")
+        if floor is None or dice is None or dice >= floor:
+            return None
+        return f"failure case: validation Dice {dice:.3f} after the first stage is below the floor {floor}"
+
     def stop_reason(self, k: int) -> str | None:
         """Why the run stops after iteration k, or None to go on."""
         eps = self.config.epsilon
@@ -356,6 +366,10 @@ class SelfTraining:
                     self._preprocess(k)
                 self._train(k)
                 self._validate(k)
+                if k == 0 and self.failure_reason() is not None:
+                    self.state.update_iteration(k, stop=self.failure_reason(), failed=True)
+                    self.log(f"stopped: {self.failure_reason()}; no self-training")
+                    break
                 self._pseudo_label(k, self.cases)
                 reason = self.stop_reason(k)
                 self.state.update_iteration(k, stop=reason)
