@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nnunet_gen.cli import arh, crossmodal, data, demo, evaluate, gba, selftrain
+from nnunet_gen.cli import arh, crossmodal, data, demo, evaluate, gba, selftrain, stylegan
 from nnunet_gen.errors import DataError
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="pre-render synthetic cases into a new raw dataset").add_subparsers(
         dest="generator", required=True)
-    for module in (data, crossmodal, gba, arh, selftrain, evaluate, demo):
+    for module in (data, crossmodal, gba, arh, stylegan, selftrain, evaluate, demo):
         module.register(sub, render)
     return parser
 

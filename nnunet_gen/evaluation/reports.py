@@ -17,7 +17,7 @@ from nnunet_gen.io.files import write_text
 from nnunet_gen.qc.figures import new_figure, save_png
 
 
-def _csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
+def csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
@@ -64,7 +64,7 @@ def write_reports(rows: Sequence[Mapping[str, Any]], out_folder: str | os.PathLi
     paths = {"csv": out_folder / f"{name}.csv", "json": out_folder / f"{name}.json",
              "markdown": out_folder / f"{name}.md"}
     fields = [f for f in ROW_FIELDS if f in rows[0]] + [f for f in rows[0] if f not in ROW_FIELDS]
-    write_text(paths["csv"], _csv_text(rows, fields))
+    write_text(paths["csv"], csv_text(rows, fields))
     write_text(paths["json"], json.dumps(_json_ready({"cases": list(rows), "summary": summary}), indent=2))
     write_text(paths["markdown"], summary_markdown(summary, metrics))
     if boxplot:
@@ -81,7 +81,7 @@ def write_ranking(ranking: Sequence[Mapping[str, Any]], out_folder: str | os.Pat
     out_folder = Path(out_folder)
     paths = {"csv": out_folder / f"{name}.csv", "json": out_folder / f"{name}.json",
              "markdown": out_folder / f"{name}.md"}
-    write_text(paths["csv"], _csv_text(ranking, list(ranking[0])))
+    write_text(paths["csv"], csv_text(ranking, list(ranking[0])))
     write_text(paths["json"], json.dumps(_json_ready(list(ranking)), indent=2))
     write_text(paths["markdown"], ranking_markdown(ranking))
     return paths

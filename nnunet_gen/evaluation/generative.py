@@ -1,0 +1,113 @@
+"""``nnunet-gen gen-eval``: quality of a joint image + label StyleGAN2 against the real slices it was trained on.
+
+Metrics (``synth.gen_metrics``; the 3D-StyleGAN and "Evaluating GAN metrics" papers of the DALI 2021 proceedings):
+
+* FID with our own feature network (``FeatureNetwork``: 4 conv blocks + global pooling, trained here on the real
+  slices to predict rotations and per-class presence/area; no Inception weights can be downloaded). The fakes are 2D
+  axial slices, so FID is reported for the axial plane only;
+* bMMD2 (batch-wise squared MMD, dot-product kernel on flattened images, unbiased estimator);
+* MS-SSIM diversity: mean MS-SSIM of random fake pairs (lower = more diverse) next to the same for real pairs;
+* memorisation: every fake's most similar real slice (MS-SSIM) next to every real slice's most similar other real;
+* label consistency (with ``segmenter``): Dice between an nnU-Net trained on real data, applied to the fakes, and
+  the generated labels.
+
+Writes ``gen_eval.{md,json,csv,png}`` into the output folder.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_gen.errors import DataError
+from nnunet_gen.evaluation.reports import csv_text
+from nnunet_gen.generators.stylegan import load_stylegan, training_slices
+from nnunet_gen.io.files import write_text
+from nnunet_gen.io.images import Geometry, read_image, write_image
+from synth.gen_metrics import (batch_mmd2, fid, label_consistency_dice, ms_ssim_diversity, nearest_real_neighbours,
+                               train_feature_extractor)
+
+
+
+def generate(model, seeds: list[int], truncation: float, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = zip(*(model.generate(seeds[i:i + batch_size], truncation)
+                           for i in range(0, len(seeds), batch_size)))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def segment_fakes(images: np.ndarray, spacing_zyx: list[float], segmenter: dict, device: str) -> np.ndarray:
+    """The segmenter's labels of every fake slice (written as one-slice volumes, predicted by the fold ensemble)."""
+    from nnunet_gen.io.raw_dataset import RawDataset
+    from nnunet_gen.run.nnunet import NnUNetBackend
+    dataset = RawDataset.find(segmenter["dataset"]).name
+    backend = NnUNetBackend(segmenter["trainer"], segmenter["configuration"], segmenter["plans"],
+                            segmenter["folds"], device, 1)
+    geometry = Geometry(tuple(float(s) for s in reversed(spacing_zyx)), (0.0, 0.0, 0.0),
+                        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    with tempfile.TemporaryDirectory() as folder:
+        inputs, outputs = Path(folder) / "images", Path(folder) / "predictions"
+        for k, image in enumerate(images):
+            for c, channel in enumerate(image):
+                write_image(channel[None].astype(np.float32), geometry, inputs / f"fake_{k:06d}_{c:04d}.nii.gz")
+        backend.predict(dataset, inputs, outputs, False, Path(folder) / "predict.log")
+        return np.stack([read_image(outputs / f"fake_{k:06d}.nii.gz")[0][0] for k in range(len(images))])
+
+
+def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out: Path, seed: int = 1_000_000,
+                       truncation: float = 1.0, segmenter: dict | None = None, device: str = "cpu",
+                       feature_iterations: int = 500) -> Path:
+    """All metrics of ``num`` fakes (latent seeds seed..seed+num-1) against the dataset's real slices."""
+    if num < 2:
+        raise DataError("--num", f"needs at least 2 fakes, got {num}")
+    model, provenance = load_stylegan(checkpoint, device)
+    resolution = model.config.resolution
+    reals, real_labels, _ = training_slices(dataset, resolution)
+    if reals.shape[1] != model.config.image_channels:
+        raise DataError(str(dataset), f"{reals.shape[1]} channels, the generator makes {model.config.image_channels}")
+    seeds = list(range(seed, seed + num))
+    fakes, fake_labels = generate(model, seeds, truncation)
+    extractor = train_feature_extractor(reals, real_labels, seed=0, iterations=feature_iterations, device=device)
+    mmd_mean, mmd_std = batch_mmd2(reals, fakes, batch_size=min(16, num, len(reals)))
+    diversity = ms_ssim_diversity(fakes, reals)
+    neighbours = nearest_real_neighbours(fakes, reals)
+    summary = {"dataset": provenance["dataset"], "checkpoint": str(checkpoint), "fakes": num, "real_slices": len(reals),
+               "truncation_psi": truncation, "fid_axial": fid(reals, fakes, extractor), "bmmd2": mmd_mean,
+               "bmmd2_std": mmd_std, "ms_ssim_fake_pairs": diversity.fake, "ms_ssim_real_pairs": diversity.real,
+               "nearest_real_ms_ssim_mean": float(np.mean(neighbours.score)),
+               "nearest_real_ms_ssim_max": float(np.max(neighbours.score)),
+               "real_to_real_nearest_ms_ssim_mean": float(np.mean(neighbours.real_score)),
+               "feature_network": f"synth.gen_metrics.FeatureNetwork, {feature_iterations} iterations on the real "
+                                  f"slices (rotation + per-class presence/area)"}
+    rows = [{"latent_seed": s, "nearest_real_slice": int(i), "nearest_real_ms_ssim": float(score)}
+            for s, i, score in zip(seeds, neighbours.index, neighbours.score)]
+    if segmenter is not None:
+        predicted = segment_fakes(fakes, provenance["spacing_zyx"], segmenter, device)
+        dice = label_consistency_dice(predicted, fake_labels, model.config.num_classes)
+        summary["label_consistency_dice"] = float(np.mean(dice))
+        for row, value in zip(rows, dice):
+            row["label_dice"] = float(value)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "gen_eval.json", json.dumps(summary, indent=1))
+    write_text(out / "gen_eval.csv", csv_text(rows, list(rows[0])))
+    _histogram(neighbours.score, neighbours.real_score, out / "gen_eval.png")
+    lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                                                    for k, v in summary.items()]
+    write_text(out / "gen_eval.md", "\n".join(lines) + "\n")
+    return out / "gen_eval.md"
+
+
+def _histogram(fake_to_real: np.ndarray, real_to_real: np.ndarray, path: Path) -> Path:
+    """Nearest-real MS-SSIM of the fakes against that of the reals (a fake far right of the reals is a copy)."""
+    from nnunet_gen.qc.figures import new_figure, save_png
+    figure = new_figure(6.0, 3.6)
+    axes = figure.add_subplot(1, 1, 1)
+    bins = np.linspace(0.0, 1.0, 41)
+    axes.hist(real_to_real, bins=bins, alpha=0.6, label="real -> nearest other real")
+    axes.hist(fake_to_real, bins=bins, alpha=0.6, label="fake -> nearest real")
+    axes.set_xlabel("MS-SSIM")
+    axes.set_ylabel("slices")
+    axes.legend(fontsize=8)
+    axes.set_title("Memorisation check", fontsize=10)
+    return save_png(figure, path)
