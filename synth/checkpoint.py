@@ -8,16 +8,35 @@ with a one-line message; nothing else escapes :func:`load_tensors`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message is one line naming the file and the reason."""
+
+
+class JsonConfig:
+    """Mixin of the frozen dataclass configurations stored in checkpoint metadata: :meth:`to_json` and back, lists
+    restored to tuples (configurations hold tuples), unknown keys refused (a checkpoint of another version)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        raw = json.loads(text)
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()})
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -78,3 +97,35 @@ def load_tensors(path: str | os.PathLike, format_key: str,
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({reason})") from None
     return tensors, metadata
+
+
+def generator_tensors(generator: torch.nn.Module, history: dict[str, list[float]]) -> dict[str, torch.Tensor]:
+    """The tensors of a generator checkpoint: ``generator.<weights>`` and the training ``history.<loss>`` curves
+    (float64 tensors: a long run's history would overflow the metadata header as JSON)."""
+    tensors = {f"generator.{name}": value for name, value in generator.state_dict().items()}
+    tensors.update({f"history.{name}": torch.tensor(values, dtype=torch.float64) for name, values in history.items()})
+    return tensors
+
+
+
+def load_generator_weights(generator: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """``generator`` with the ``generator.*`` weights of :func:`generator_tensors` (strict: every key must fit)."""
+    generator.load_state_dict({name[len("generator."):]: value for name, value in tensors.items()
+                               if name.startswith("generator.")}, strict=True)
+    return generator
+
+
+def history_of(tensors: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """The ``history.*`` curves of :func:`generator_tensors`."""
+    return {name[len("history."):]: value.tolist() for name, value in tensors.items() if name.startswith("history.")}
+
+
+@contextmanager
+def architecture_check(path: str | os.PathLike, kind: str) -> Iterator[None]:
+    """Turn what goes wrong while rebuilding a model from a checkpoint's metadata and weights (missing keys,
+    unknown configuration fields, another architecture) into one :class:`CheckpointError` naming ``kind``."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise CheckpointError(f"{path}: {kind} checkpoint does not match its architecture ({reason})") from None

@@ -8,9 +8,10 @@ L_rec + L_adv; section 3.2.3: ARHNet with the ARH module replaced by BN, IN or R
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from synth.checkpoint import JsonConfig
 
 #: Normalisations the generator's decoder can use in place of the ARH module (paper Table 3).
 DECODER_NORMALIZATIONS: tuple[str, ...] = ("arh", "rain", "bn", "in")
@@ -55,7 +56,7 @@ TABLE3_METHODS: tuple[str, ...] = ("arhnet_bn", "arhnet_in", "arhnet_rain", "arh
 
 
 @dataclass(frozen=True)
-class HarmonizerConfig:
+class HarmonizerConfig(JsonConfig):
     """Everything that defines one harmoniser and its training (paper section 3.1.2 defaults unless noted).
 
     Deviations from the paper, for CPU budgets: ``batch_size`` 2 (paper 16), training length counted in
@@ -129,21 +130,6 @@ class HarmonizerConfig:
             return tuple(float(w) for w in self.loss_weights)  # type: ignore[return-value]
         return self.spec.rec_weight, self.spec.btv_weight, self.spec.adv_weight
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "HarmonizerConfig":
-        """Inverse of :meth:`to_json`; tuples are restored, unknown keys are refused."""
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown HarmonizerConfig keys {sorted(unknown)}")
-        for key in ("patch_size", "alpha_range", "lambda_range", "loss_weights"):
-            if raw.get(key) is not None:
-                raw[key] = tuple(raw[key])
-        return cls(**raw)
 
 
 #: Budget presets (``HarmonizerConfig`` fields; explicit settings override them). Both select the generator by

@@ -14,12 +14,13 @@ classes) followed by a 1x1 convolution + softmax segmentation head.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from synth.checkpoint import JsonConfig
 
 
 @dataclass(frozen=True)
-class StyleGAN2Config:
+class StyleGAN2Config(JsonConfig):
     """Everything that defines the generator, the discriminator and their training (defaults: see module docstring).
 
     ``ema_rampup`` (None in StyleGAN2) caps the EMA half-life at ``ema_rampup`` x the images seen so far, as
@@ -81,17 +82,6 @@ class StyleGAN2Config:
         c = interval / (interval + 1)
         return self.lr * c, (self.beta1 ** c, self.beta2 ** c)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> StyleGAN2Config:
-        """Inverse of :meth:`to_json`; unknown keys are refused."""
-        raw = json.loads(text)
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown StyleGAN2Config keys {sorted(unknown)}")
-        return cls(**raw)
 
 
 #: Budget presets, to use as they are or with ``dataclasses.replace(PRESETS[name], image_channels=..., ...)``.

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synth.checkpoint import CheckpointError, load_tensors, save_tensors
+from synth.checkpoint import (
+    architecture_check,
+    generator_tensors,
+    history_of,
+    load_generator_weights,
+    load_tensors,
+    save_tensors,
+)
 from synth.stylegan2.config import StyleGAN2Config
 from synth.stylegan2.networks import Generator
 from synth.translation.model import IntensityRange
@@ -97,30 +104,19 @@ class StyleGAN2Model:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write one safetensors file atomically (:func:`synth.checkpoint.save_tensors`)."""
-        tensors = {f"generator.{name}": value for name, value in self.generator.state_dict().items()}
-        tensors.update({f"history.{name}": torch.tensor(values, dtype=torch.float64)
-                        for name, values in self.history.items()})
         metadata = {FORMAT_KEY: FORMAT_VALUE, "config": self.config.to_json(),
                     "ranges": json.dumps([asdict(r) for r in self.ranges]), "seed": json.dumps(self.seed)}
-        return save_tensors(path, tensors, metadata)
+        return save_tensors(path, generator_tensors(self.generator, self.history), metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> StyleGAN2Model:
         """Load a :meth:`save` checkpoint; any other, damaged or inconsistent file raises :class:`CheckpointError`."""
         tensors, metadata = load_tensors(path, FORMAT_KEY, FORMAT_VALUE)
-        try:
+        with architecture_check(path, "StyleGAN2"):
             config = StyleGAN2Config.from_json(metadata["config"])
             ranges = [IntensityRange(**r) for r in json.loads(metadata["ranges"])]
-            seed = json.loads(metadata["seed"])
             with torch.random.fork_rng(devices=[]):  # the untrained weights are overwritten: keep the caller's RNG
-                generator = build_generator(config)
-            generator.load_state_dict({name[len("generator."):]: value for name, value in tensors.items()
-                                       if name.startswith("generator.")}, strict=True)
-            model = cls(generator.to(device), config, ranges, seed=seed)
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
-            raise CheckpointError(f"{path}: StyleGAN2 checkpoint does not match its architecture ({reason})") \
-                from None
-        model.history = {name[len("history."):]: value.tolist() for name, value in tensors.items()
-                         if name.startswith("history.")}
+                generator = load_generator_weights(build_generator(config), tensors)
+            model = cls(generator.to(device), config, ranges, seed=json.loads(metadata["seed"]))
+        model.history = history_of(tensors)
         return model

@@ -22,8 +22,9 @@ Deviations (on purpose):
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from synth.checkpoint import JsonConfig
 
 METHODS: tuple[str, ...] = ("cyclegan", "cut")
 
@@ -34,7 +35,7 @@ def generator_layer_count(residual_blocks: int, downsamplings: int) -> int:
 
 
 @dataclass(frozen=True)
-class TranslationConfig:
+class TranslationConfig(JsonConfig):
     """Everything that defines a translator and its training (defaults: the reference implementations, see above)."""
 
     method: str = "cyclegan"
@@ -101,19 +102,6 @@ class TranslationConfig:
         needed = max(self.minimum_slice_size, 3 * 2 ** self.discriminator_layers)
         return -(-needed // self.size_multiple) * self.size_multiple
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TranslationConfig:
-        """Inverse of :meth:`to_json`; tuples are restored, unknown keys are refused."""
-        raw = json.loads(text)
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TranslationConfig keys {sorted(unknown)}")
-        if "nce_layers" in raw:
-            raw["nce_layers"] = tuple(raw["nce_layers"])
-        return cls(**raw)
 
 
 #: Budget presets, ready to use or to adjust with ``dataclasses.replace(PRESETS[name], method=..., iterations=...)``.

@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synth.checkpoint import CheckpointError, load_tensors, save_tensors
+from synth.checkpoint import (
+    architecture_check,
+    generator_tensors,
+    history_of,
+    load_generator_weights,
+    load_tensors,
+    save_tensors,
+)
 from synth.translation.config import TranslationConfig
 from synth.translation.networks import ResnetGenerator
 
@@ -113,30 +120,19 @@ class Translator:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write one safetensors file atomically (:func:`synth.checkpoint.save_tensors`)."""
-        tensors = {f"generator.{name}": value for name, value in self.generator.state_dict().items()}
-        tensors.update({f"history.{name}": torch.tensor(values, dtype=torch.float64)
-                        for name, values in self.history.items()})
         metadata = {FORMAT_KEY: FORMAT_VALUE, "config": self.config.to_json(),
                     "source_range": json.dumps(asdict(self.source_range)),
                     "target_range": json.dumps(asdict(self.target_range)), "seed": json.dumps(self.seed)}
-        return save_tensors(path, tensors, metadata)
+        return save_tensors(path, generator_tensors(self.generator, self.history), metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Translator:
         """Load a :meth:`save` checkpoint; any other or damaged file raises :class:`CheckpointError`."""
         tensors, metadata = load_tensors(path, FORMAT_KEY, FORMAT_VALUE)
-        try:
+        with architecture_check(path, "translator"):
             config = TranslationConfig.from_json(metadata["config"])
             ranges = [IntensityRange(**json.loads(metadata[key])) for key in ("source_range", "target_range")]
+            generator = load_generator_weights(ResnetGenerator(1, 1, config.generator_features,
+                                                               config.residual_blocks, config.downsamplings), tensors)
             seed = json.loads(metadata["seed"])
-            generator = ResnetGenerator(1, 1, config.generator_features, config.residual_blocks,
-                                        config.downsamplings)
-            generator.load_state_dict({name[len("generator."):]: value for name, value in tensors.items()
-                                       if name.startswith("generator.")}, strict=True)
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
-            raise CheckpointError(f"{path}: translator checkpoint does not match its architecture ({reason})") \
-                from None
-        history = {name[len("history."):]: value.tolist() for name, value in tensors.items()
-                   if name.startswith("history.")}
-        return cls(generator.to(device), config, ranges[0], ranges[1], history, seed)
+        return cls(generator.to(device), config, ranges[0], ranges[1], history_of(tensors), seed)
