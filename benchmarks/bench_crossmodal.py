@@ -27,11 +27,12 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from seed_workdir import enter_seed_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -65,17 +66,12 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
     from nnunet_gen.render.dataset import render_dataset
     from nnunet_gen.render.gba import gba_renderer
     from nnunet_gen.render.translate import render_translated
-    from nnunet_gen.run.nnunet import NnUNetBackend, run_stock, workdir_environment
+    from nnunet_gen.run.nnunet import NnUNetBackend, run_stock
     from nnunet_gen.selftrain import SelfTrainConfig, SelfTraining
     from synth.singan import SinGANConfig
     from synth.translation import PRESETS
 
-    workdir = Path(args.workdir).resolve() / f"seed{seed}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = OUTPUT / f"{args.stem}_seed{seed}.log"
-    env = workdir_environment(workdir)
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
-                                           "nnUNet_def_n_proc")})
+    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw"
     source = raw / "Dataset940_XM"
     if not source.is_dir():

@@ -42,12 +42,13 @@ import argparse
 import fcntl
 import json
 import multiprocessing
-import os
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+
+from seed_workdir import enter_seed_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -81,14 +82,9 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     from nnunet_gen.evaluation.metrics import evaluate_folders
     from nnunet_gen.evaluation.summary import summarize
     from nnunet_gen.preprocess import derive_plans, is_preprocessed, plan_and_preprocess
-    from nnunet_gen.run.nnunet import run_stock, workdir_environment
+    from nnunet_gen.run.nnunet import run_stock
 
-    workdir = Path(args.workdir).resolve() / f"seed{seed}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = OUTPUT / f"{args.stem}_seed{seed}.log"
-    env = workdir_environment(workdir)
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
-                                           "nnUNet_def_n_proc")})
+    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw"
     names = {SOURCE: "Dataset971_Shift", NAIVE: "Dataset972_ShiftNaive", GBA: "Dataset973_ShiftGBA",
              GBA_KEEP: "Dataset974_ShiftGBAKeep", GBA_MULTI: "Dataset975_ShiftGBAMulti"}

@@ -1,0 +1,175 @@
+"""Son et al.'s settings in direction: does a joint image + label StyleGAN2 help a data-poor nnU-Net?
+
+Data per seed (its own nnUNet_raw/preprocessed/results under ``--workdir``): a two-contrast phantom (T1 and T2 of the
+same subject, ``nnunet_gen.convert.crossmodal_phantom``: tissue ordering inverted between the contrasts, enhancing
+T1 and heterogeneous T2 tumours), ``--cases`` labelled training subjects and ``--test`` held-out subjects. A StyleGAN2
+(``cpu`` preset, ``--iters``) is trained on the training slices; every arm trains stock ``nnUNetv2_train 2d all`` with
+the real dataset's plans and one schedule, and is scored by Dice on the held-out subjects (3D volumes, slice-wise):
+
+* 100% R: the real slices;  * 100% F: as many fake slices as real ones;  * 100% F + 100% R;  * 300% F + 100% R;
+* 300% A + 100% R: three flipped copies (x, y, both) of every real case (the paper's flip-augmentation control).
+
+Also ``gen-eval`` of the generator (FID with our feature network, bMMD2, MS-SSIM diversity, memorisation).
+Resumable; holds /tmp/nnunet_gen_cpu.lock; writes benchmarks/output/bench_stylegan.{md,json}.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_stylegan.py --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from seed_workdir import enter_seed_workdir
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "benchmarks" / "output"
+LOCK = "/tmp/nnunet_gen_cpu.lock"
+REAL, FAKE, FAKE_REAL, FAKE3_REAL, FLIP_REAL = 960, 961, 962, 963, 964
+
+
+def write_two_contrast_phantom(seed: int, args) -> None:
+    from nnunet_gen.convert.crossmodal_phantom import crossmodal_case
+    from nnunet_gen.io.images import Geometry
+    from nnunet_gen.io.manifest import Manifest
+    from nnunet_gen.io.writer import DatasetWriter
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    plan = [(f"train_{k:03d}", "imagesTr", "labelsTr") for k in range(args.cases)]
+    plan += [(f"test_{k:03d}", "imagesTs", "labelsTs") for k in range(args.test)]
+    with DatasetWriter(REAL, "TwoContrast", {0: "T1", 1: "T2"}, {"background": 0, "tumour": 1},
+                       {"command": "bench_stylegan", "seed": seed}) as writer:
+        for k, (case, images, labels) in enumerate(plan):
+            subject = seed * 100003 + k
+            t1, label = crossmodal_case(subject, "T1", "A", tuple(args.shape))
+            t2, _ = crossmodal_case(subject, "T2", "A", tuple(args.shape))
+            writer.write_case(case, np.stack([t1, t2]), label, geometry, images, labels)
+        writer.finalize(Manifest.for_real_cases([c for c, i, _ in plan if i == "imagesTr"]))
+
+
+def write_flipped(source: Path) -> None:
+    """``300% A + 100% R``: the real cases and their x-, y- and xy-flipped copies."""
+    from nnunet_gen.io.manifest import CaseRecord, Manifest
+    from nnunet_gen.io.raw_dataset import RawDataset
+    from nnunet_gen.io.writer import DatasetWriter
+    raw = RawDataset(source)
+    manifest = raw.manifest()
+    out = Manifest(source_dataset=raw.name, command="bench_stylegan flips")
+    with DatasetWriter(FLIP_REAL, "TwoContrastFlips", raw.dataset_json["channel_names"], raw.labels,
+                       {"command": "flips"}) as writer:
+        for case in raw.case_ids():
+            data = raw.read_case(case)
+            out.add(manifest.cases[case])
+            writer.write_case(case, data.images, data.label, data.geometry)
+            for name, axes in (("flipx", (-1,)), ("flipy", (-2,)), ("flipxy", (-2, -1))):
+                out.add(CaseRecord(f"{case}_{name}", "synthetic", case, manifest.cases[case].group, "flip",
+                                   {"axes": list(axes)}))
+                writer.write_case(f"{case}_{name}", np.flip(data.images, axes).copy(),
+                                  np.flip(data.label, axes).copy(), data.geometry)
+        writer.finalize(out)
+
+
+def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
+    from dataclasses import replace
+
+    from nnunet_gen.evaluation.generative import evaluate_generator
+    from nnunet_gen.evaluation.metrics import evaluate_folders
+    from nnunet_gen.evaluation.summary import summarize
+    from nnunet_gen.generators.stylegan import train_stylegan_on_dataset
+    from nnunet_gen.preprocess import is_preprocessed, plan_and_preprocess
+    from nnunet_gen.render.stylegan import render_stylegan
+    from nnunet_gen.run.nnunet import run_stock
+    from synth.stylegan2 import PRESETS
+
+    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"bench_stylegan_seed{seed}.log")
+    raw = workdir / "nnUNet_raw"
+    source = raw / f"Dataset{REAL}_TwoContrast"
+    if not source.is_dir():
+        write_two_contrast_phantom(seed, args)
+    checkpoint = workdir / "stylegan.safetensors"
+    if not checkpoint.is_file():
+        config = replace(PRESETS["cpu"], image_channels=2, num_classes=2, iterations=args.iters)
+        started = time.time()
+        train_stylegan_on_dataset(REAL, checkpoint, config, seed, sample_every=max(1, args.iters // 4),
+                                  progress=False)
+        (workdir / "stylegan_seconds.txt").write_text(f"{time.time() - started:.1f}")
+    real_slices = json.loads(Path(f"{checkpoint}.json").read_text())["slices"]
+    renders = {FAKE: ("TwoContrastF100", real_slices, False), FAKE_REAL: ("TwoContrastF100R", real_slices, True),
+               FAKE3_REAL: ("TwoContrastF300R", 3 * real_slices, True)}
+    for dataset, (name, count, with_real) in renders.items():
+        if not (raw / f"Dataset{dataset}_{name}").is_dir():
+            render_stylegan(checkpoint, dataset, name, list(range(count)), 1.0, REAL if with_real else None)
+    if not (raw / f"Dataset{FLIP_REAL}_TwoContrastFlips").is_dir():
+        write_flipped(source)
+    quality_dir = workdir / "gen_eval"
+    if not (quality_dir / "gen_eval.json").is_file():
+        evaluate_generator(REAL, checkpoint, min(200, real_slices), quality_dir)
+    quality = json.loads((quality_dir / "gen_eval.json").read_text())
+    quality["train_seconds"] = float((workdir / "stylegan_seconds.txt").read_text())
+    arms = {"100% R": REAL, "100% F": FAKE, "100% F + 100% R": FAKE_REAL, "300% F + 100% R": FAKE3_REAL,
+            "300% A (flips) + 100% R": FLIP_REAL}
+    trainer = f"nnUNetTrainer_{args.schedule}"
+    train_env = {**env, "nnUNet_n_proc_DA": "0"}
+    scores = {}
+    for arm, dataset in arms.items():
+        if not is_preprocessed(dataset, configuration="2d"):
+            plan_and_preprocess(dataset, ("2d",), 1, use_source_plans=dataset != REAL)
+        name = next(p.name for p in raw.iterdir() if p.name.startswith(f"Dataset{dataset}_"))
+        trained = workdir / "nnUNet_results" / name / f"{trainer}__nnUNetPlans__2d" / "fold_all"
+        if not (trained / "checkpoint_final.pth").is_file():
+            run_stock(["nnUNetv2_train", str(dataset), "2d", "all", "-tr", trainer, "-device", "cpu"], train_env, log)
+        out = workdir / "predictions" / name
+        if len(list(out.glob("*.nii.gz"))) < args.test:
+            run_stock(["nnUNetv2_predict", "-i", str(source / "imagesTs"), "-o", str(out), "-d", str(dataset), "-c",
+                       "2d", "-tr", trainer, "-f", "all", "-device", "cpu", "-npp", "1", "-nps", "1",
+                       "--disable_tta"], env, log)
+        scores[arm] = float(summarize(evaluate_folders(out, source / "labelsTs", [1], num_processes=1))
+                            ["1"]["Dice"]["mean"])
+    return scores, quality
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedule", default="demo", help="nnU-Net schedule of every arm (demo: 8 x 50 it)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--cases", type=int, default=4, help="labelled training subjects (data-poor)")
+    parser.add_argument("--test", type=int, default=6, help="held-out test subjects")
+    parser.add_argument("--shape", type=int, nargs=3, default=[16, 48, 48])
+    parser.add_argument("--iters", type=int, default=1000, help="StyleGAN2 iterations (cpu preset: 2000)")
+    parser.add_argument("--workdir")
+    args = parser.parse_args()
+    args.workdir = args.workdir or str(OUTPUT / "bench_stylegan_work")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = {seed: run_seed(seed, args) for seed in args.seeds}
+    arms = list(results[args.seeds[0]][0])
+    lines = [f"two-contrast phantom, {args.cases} training subjects, StyleGAN2 cpu preset {args.iters} iterations, "
+             f"nnU-Net 2d _{args.schedule} fold all, seeds {args.seeds}, {time.time() - start:.0f} s", "",
+             "| training set | held-out Dice (mean +- std over seeds) | per seed |", "|---|---|---|"]
+    for arm in arms:
+        values = [results[s][0][arm] for s in args.seeds]
+        lines.append(f"| {arm} | {mean_std(values)} | {', '.join(f'{v:.3f}' for v in values)} |")
+    keys = ("fid_axial", "bmmd2", "ms_ssim_fake_pairs", "ms_ssim_real_pairs", "nearest_real_ms_ssim_mean",
+            "real_to_real_nearest_ms_ssim_mean", "train_seconds")
+    lines += ["", "| generator metric | mean +- std over seeds |", "|---|---|"]
+    lines += [f"| {k} | {mean_std([results[s][1][k] for s in args.seeds])} |" for k in keys]
+    table = "\n".join(lines)
+    print(table)
+    (OUTPUT / "bench_stylegan.md").write_text(table + "\n")
+    (OUTPUT / "bench_stylegan.json").write_text(json.dumps(
+        {"command": " ".join(sys.argv), "args": vars(args), "dice": {str(s): r[0] for s, r in results.items()},
+         "generator": {str(s): r[1] for s, r in results.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
