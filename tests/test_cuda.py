@@ -1,4 +1,5 @@
-"""The CUDA path: SinGAN and ARHNet trained on the GPU, and stock nnU-Net self-training with ``-device cuda``.
+"""The CUDA path: SinGAN, ARHNet, CycleGAN/CUT and StyleGAN2 trained on the GPU, and stock nnU-Net self-training
+with ``-device cuda``.
 
 CI has no GPU, so this module is skipped there (one line in the ``-ra`` summary); on a GPU machine run
 ``pytest tests/test_cuda.py``. Where CPU and GPU must agree (the same weights run on either device), they are
@@ -35,6 +36,38 @@ def test_singan_trains_on_cuda_and_its_checkpoint_runs_alike_on_cpu(tmp_path) ->
     np.testing.assert_allclose(on_gpu.harmonize(image * 0.7, 1, seed=3), on_cpu.harmonize(image * 0.7, 1, seed=3),
                                atol=tolerance)
     np.testing.assert_allclose(on_gpu.sample(2, seed=5), on_cpu.sample(2, seed=5), atol=tolerance)
+
+
+@pytest.mark.parametrize("method", ["cyclegan", "cut"])
+def test_translation_trains_on_cuda_and_translates_alike_on_cpu(tmp_path, method) -> None:
+    from dataclasses import replace
+
+    from synth.translation import PRESETS, Translator, train_translator
+    rng = np.random.default_rng(0)
+    source = rng.uniform(1, 100, (6, 32, 32)).astype(np.float32)
+    config = replace(PRESETS["cpu"], method=method, iterations=3, crop_size=32)
+    model = train_translator(source, 120 - source, config, seed=0, device="cuda", progress=False)
+    assert all(np.isfinite(v).all() for v in model.history.values())
+    path = model.save(tmp_path / "t.safetensors")
+    on_cpu, on_gpu = Translator.load(path, "cpu"), Translator.load(path, "cuda")
+    np.testing.assert_allclose(on_gpu.translate_volume(source), on_cpu.translate_volume(source), atol=0.5)
+
+
+def test_stylegan2_trains_on_cuda_and_generates_alike_on_cpu(tmp_path) -> None:
+    from dataclasses import replace
+
+    from synth.stylegan2 import PRESETS, StyleGAN2Model, train_stylegan2
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 100, (8, 2, 64, 64)).astype(np.float32)
+    labels = (images[:, 0] > 70).astype(np.int64)
+    config = replace(PRESETS["cpu"], image_channels=2, num_classes=2, iterations=2, batch_size=4)
+    model = train_stylegan2(images, labels, config, seed=0, device="cuda", progress=False)
+    path = model.save(tmp_path / "g.safetensors")
+    cpu_images, cpu_labels = StyleGAN2Model.load(path, "cpu").generate([3, 4])
+    gpu_images, gpu_labels = StyleGAN2Model.load(path, "cuda").generate([3, 4])
+    assert np.isfinite(gpu_images).all()
+    np.testing.assert_allclose(gpu_images, cpu_images, atol=0.05 * float(np.ptp(cpu_images)))
+    assert np.mean(gpu_labels == cpu_labels) > 0.99
 
 
 def test_arhnet_trains_on_cuda_and_harmonizes_alike_on_cpu(tmp_path) -> None:
