@@ -3,6 +3,7 @@
 nnU-Net imports every module here and removes them from sys.modules afterwards, so nothing may be defined here:
 the classes live in the installed ``nnunet_gen`` package, where pickling and prediction can find them again.
 """
+from nnunet_gen.training.adv_norm import *  # noqa: F401,F403
 from nnunet_gen.training.arh import *  # noqa: F401,F403
 from nnunet_gen.training.gba import *  # noqa: F401,F403
 from nnunet_gen.training.gin import *  # noqa: F401,F403

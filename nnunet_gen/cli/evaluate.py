@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_gen.cli.common import add_device
 from nnunet_gen.errors import DataError
 
 
@@ -66,6 +67,15 @@ def cmd_rank(args) -> None:
     print(ranking_markdown(ranking))
 
 
+def cmd_evaluate_normalisation(args) -> None:
+    from nnunet_gen.cli.common import device
+    from nnunet_gen.evaluation.normalisation import evaluate_normalisation, normalisation_markdown
+    fold = args.f if args.f == "all" else int(args.f)
+    results = evaluate_normalisation(args.d, args.tr, fold, args.o, args.c, args.p, args.chk, args.subset, args.bins,
+                                     args.channel, device(args))
+    print(normalisation_markdown(results))
+
+
 def _add_evaluation_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("-r", required=True, help="reference label folder")
     s.add_argument("-l", type=int, nargs="+", help="labels (default: dataset.json next to the reference folder)")
@@ -87,3 +97,19 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("-p", nargs="+", required=True, help="name=PREDICTION_FOLDER, one per method")
     _add_evaluation_options(s)
     s.set_defaults(func=cmd_rank)
+
+    s = sub.add_parser("evaluate-normalisation", help="per-site intensity histograms and mean pairwise JSD before/"
+                                                      "after an adversarial-normalisation trainer's normaliser G")
+    s.add_argument("-d", required=True, help="dataset ID or name")
+    s.add_argument("-tr", required=True, help="trainer, e.g. nnUNetTrainerAdvNorm")
+    s.add_argument("-f", default="0", help="fold (or 'all')")
+    s.add_argument("-c", default="3d_fullres", help="configuration")
+    s.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    s.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+    s.add_argument("-o", required=True, help="output folder")
+    s.add_argument("--subset", choices=("val", "all"), default="val",
+                   help="the fold's validation cases (the paper's choice) or every preprocessed case")
+    s.add_argument("--bins", type=int, default=100, help="histogram bins")
+    s.add_argument("--channel", type=int, default=0, help="image channel")
+    add_device(s)
+    s.set_defaults(func=cmd_evaluate_normalisation)

@@ -65,7 +65,16 @@ class nnUNetTrainerSyntheticData(nnUNetTrainer):
             check_no_leak(manifest, [{"train": list(tr_keys), "val": list(val_keys)}])
         return tr_keys, val_keys
 
+    def sampling_probabilities(self, identifiers: list[str]) -> np.ndarray | None:
+        """Per-training-case sampling probabilities (None: nnU-Net's uniform sampling); here by ``sampling_mass``."""
+        manifest = self.provenance()
+        if self.sampling_mass is None or manifest is None:
+            return None
+        self.print_to_log_file(f"sampling mass per kind: {self.sampling_mass}")
+        return kind_probabilities(identifiers, manifest, self.sampling_mass)
+
     def get_dataloaders(self):
+        """nnU-Net's loaders with :meth:`sampling_probabilities` for the training cases."""
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         patch_size = self.configuration_manager.patch_size
@@ -83,11 +92,7 @@ class nnUNetTrainerSyntheticData(nnUNetTrainer):
             regions=regions, ignore_label=lm.ignore_label)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
 
-        probabilities = None
-        manifest = self.provenance()
-        if self.sampling_mass is not None and manifest is not None:
-            probabilities = kind_probabilities(list(dataset_tr.identifiers), manifest, self.sampling_mass)
-            self.print_to_log_file(f"sampling mass per kind: {self.sampling_mass}")
+        probabilities = self.sampling_probabilities(list(dataset_tr.identifiers))
         dl_tr = nnUNetDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size, lm,
                                  oversample_foreground_percent=self.oversample_foreground_percent,
                                  sampling_probabilities=probabilities, pad_sides=None, transforms=tr_transforms,
