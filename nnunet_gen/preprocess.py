@@ -27,7 +27,8 @@ SAMPLING_FILE = "nnunet_gen_sampling.json"
 def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d_fullres",),
                         num_processes: int = 2, plans_identifier: str = "nnUNetPlans",
                         source: str | int | None = None, use_source_plans: bool = True) -> Path:
-    """Fingerprint, plan (or take the source's plans), preprocess and write grouped splits. Returns the folder."""
+    """Fingerprint, plan (or take the source's plans), preprocess and write grouped splits (when the dataset has at
+    least 5 patient groups). Returns the folder."""
     raw = RawDataset.find(dataset)
     manifest = raw.manifest()
     source = source if source is not None else manifest.source_dataset
@@ -45,9 +46,12 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         plan_experiments([raw.dataset_id])
     preprocess([raw.dataset_id], plans_identifier, tuple(configurations), [num_processes] * len(configurations),
                verbose=False)
-    splits = grouped_splits(manifest)
-    check_no_leak(manifest, splits)
-    write_splits(preprocessed, splits)
+    if len({r.group for r in manifest.cases.values() if r.is_base}) >= 5:
+        splits = grouped_splits(manifest)
+        check_no_leak(manifest, splits)
+        write_splits(preprocessed, splits)
+    else:  # too few patients for 5 folds (e.g. fakes only): train with fold all; trainers with copies refuse folds
+        print(f"{raw.name}: fewer than 5 patient groups, no splits_final.json written (train with fold 'all')")
     return preprocessed
 
 
