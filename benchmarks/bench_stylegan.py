@@ -80,6 +80,7 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     from nnunet_gen.evaluation.metrics import evaluate_folders
     from nnunet_gen.evaluation.summary import summarize
     from nnunet_gen.generators.stylegan import train_stylegan_on_dataset
+    from nnunet_gen.io.images import read_image
     from nnunet_gen.preprocess import is_preprocessed, plan_and_preprocess
     from nnunet_gen.render.stylegan import render_stylegan
     from nnunet_gen.run.nnunet import run_stock
@@ -105,6 +106,10 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
             render_stylegan(checkpoint, dataset, name, list(range(count)), 1.0, REAL if with_real else None)
     if not (raw / f"Dataset{FLIP_REAL}_TwoContrastFlips").is_dir():
         write_flipped(source)
+    fake_labels = sorted((raw / f"Dataset{FAKE}_TwoContrastF100" / "labelsTr").glob("*.nii.gz"))
+    if not any(read_image(path)[0].any() for path in fake_labels):
+        raise SystemExit(f"seed {seed}: no generated label has a foreground voxel ({len(fake_labels)} fakes of "
+                         f"{checkpoint}); the 100% F arm cannot be planned: train the generator longer (--iters)")
     quality_dir = workdir / "gen_eval"
     if not (quality_dir / "gen_eval.json").is_file():
         evaluate_generator(REAL, checkpoint, min(200, real_slices), quality_dir)
