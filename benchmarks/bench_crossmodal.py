@@ -25,18 +25,16 @@ benchmarks/output/bench_crossmodal[_anatomy].{md,json}.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from seed_workdir import enter_seed_workdir
+from seed_workdir import enter_seed_workdir, mean_std, run_seeds_locked
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
-LOCK = "/tmp/nnunet_gen_cpu.lock"
 PLANS = "nnUNetPlansSmall"
 SOURCE = 940
 METHOD_IDS = {"cyclegan": 941, "cut": 945}  # pseudo-target; +1 naive, +2 GBA
@@ -153,10 +151,6 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
     return scores, quality
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["phantom", "anatomy"], default="phantom")
@@ -183,9 +177,7 @@ def main() -> None:
     args.workdir = args.workdir or str(OUTPUT / f"{args.stem}_work")
     OUTPUT.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = {seed: run_seed(seed, args) for seed in args.seeds}
+    results = run_seeds_locked(args.seeds, run_seed, args)
     arms = list(results[args.seeds[0]][0])
     lines = [f"{args.data}, schedule _{args.schedule}, fold 0, plans {PLANS} {args.features}, seeds {args.seeds}, "
              f"{time.time() - start:.0f} s", "", "| arm | T2 test Dice (mean +- std over seeds) | per seed |",

@@ -17,19 +17,16 @@ Resumable; holds /tmp/nnunet_gen_cpu.lock; writes benchmarks/output/bench_styleg
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from seed_workdir import enter_seed_workdir
+from seed_workdir import enter_seed_workdir, mean_std, run_seeds_locked
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
-LOCK = "/tmp/nnunet_gen_cpu.lock"
 REAL, FAKE, FAKE_REAL, FAKE3_REAL, FLIP_REAL = 960, 961, 962, 963, 964
 
 
@@ -137,10 +134,6 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     return scores, quality
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedule", default="demo", help="nnU-Net schedule of every arm (demo: 8 x 50 it)")
@@ -154,9 +147,7 @@ def main() -> None:
     args.workdir = args.workdir or str(OUTPUT / "bench_stylegan_work")
     OUTPUT.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = {seed: run_seed(seed, args) for seed in args.seeds}
+    results = run_seeds_locked(args.seeds, run_seed, args)
     arms = list(results[args.seeds[0]][0])
     lines = [f"two-contrast phantom, {args.cases} training subjects, StyleGAN2 cpu preset {args.iters} iterations, "
              f"nnU-Net 2d _{args.schedule} fold all, seeds {args.seeds}, {time.time() - start:.0f} s", "",

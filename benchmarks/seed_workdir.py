@@ -1,9 +1,14 @@
-"""One nnU-Net world per benchmark seed, shared by the benchmark scripts (run as ``python benchmarks/<script>.py``,
-so this folder is on ``sys.path``)."""
+"""What the multi-seed benchmark scripts share (run as ``python benchmarks/<script>.py``, so this folder is on
+``sys.path``): one nnU-Net world per seed, the seeds run under the CPU lock, mean +- std cells."""
 from __future__ import annotations
 
+import fcntl
 import os
+import statistics
 from pathlib import Path
+from typing import Any, Callable, Sequence
+
+LOCK = "/tmp/nnunet_gen_cpu.lock"
 
 
 def enter_seed_workdir(root: str | Path, seed: int, log: Path) -> tuple[Path, Path, dict[str, str]]:
@@ -16,3 +21,16 @@ def enter_seed_workdir(root: str | Path, seed: int, log: Path) -> tuple[Path, Pa
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                            "nnUNet_def_n_proc")})
     return workdir, log, env
+
+
+def run_seeds_locked(seeds: Sequence[int], run_seed: Callable[[int, Any], Any], args: Any) -> dict[int, Any]:
+    """``run_seed(seed, args)`` for every seed, one after the other, holding the CPU lock (no training runs next to
+    another heavy job)."""
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return {seed: run_seed(seed, args) for seed in seeds}
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``mean +- sample std`` (0 spread for one value), three decimals."""
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
