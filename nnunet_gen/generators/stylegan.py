@@ -65,13 +65,12 @@ def training_slices(dataset: str | int, resolution: int, min_foreground: float =
 
 
 def sample_grid_png(model: StyleGAN2Model, path: Path, seeds: list[int]) -> Path:
-    """One row per latent seed: every generated channel and the generated label."""
+    """One row per latent seed: every generated channel with the generated label's contour (red)."""
     from nnunet_gen.qc.figures import slice_montage
     images, labels = model.generate(seeds)
-    rows = [[(f"seed {s} ch {c}", image[c], None) for c in range(image.shape[0])] + [(f"seed {s} label", label
-                                                                                        .astype(np.float32), None)]
+    rows = [[(f"seed {s} channel {c}", image[c], label > 0) for c in range(image.shape[0])]
             for s, image, label in zip(seeds, images, labels)]
-    return slice_montage(rows, path, "StyleGAN2 samples (images, label)")
+    return slice_montage(rows, path, "StyleGAN2 samples (images, generated label in red)")
 
 
 def train_stylegan_on_dataset(dataset: str | int, output: str | Path, config: StyleGAN2Config, seed: int = 0,
