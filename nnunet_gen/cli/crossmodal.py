@@ -49,8 +49,8 @@ def translation_config(args):
 
     from synth.translation import PRESETS
     overrides = {"method": args.method}
-    if args.iters is not None:
-        overrides["iterations"] = args.iters
+    if args.translation_iters is not None:
+        overrides["iterations"] = args.translation_iters
     try:
         return replace(PRESETS[args.preset], **overrides)
     except ValueError as error:
@@ -113,8 +113,8 @@ def _translation_arguments(parser: argparse.ArgumentParser, iterations_flag: str
     parser.add_argument("--method", choices=["cyclegan", "cut"], default="cyclegan",
                         help="CycleGAN (Zhu et al. 2017, the paper's) or CUT (Park et al. 2020, one generator)")
     parser.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="network size and budget")
-    parser.add_argument(iterations_flag, dest="translation_iters" if iterations_flag != "--iters" else "iters",
-                        type=int, help="training iterations (default: the preset's)")
+    parser.add_argument(iterations_flag, dest="translation_iters", type=int,
+                        help="training iterations (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--source-cases", nargs="+", metavar="PATTERN",
                         help="labelled cases to train on (shell patterns, e.g. 'ldn_*': one centre, as the paper)")
