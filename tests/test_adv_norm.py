@@ -1,9 +1,11 @@
 """Adversarial normalisation (Delisle et al., ISBI 2020): the networks, the JSD, sites and site balancing, and the
-stock `nnUNetv2_train -tr nnUNetTrainerAdvNorm_smoke` + `nnUNetv2_predict` + `nnunet-gen evaluate-normalisation`."""
+stock `nnUNetv2_train -tr nnUNetTrainerAdvNorm_smoke` + export/install as a zip + `nnUNetv2_predict` (one fold and a
+fold ensemble) + `nnunet-gen evaluate-normalisation`."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from torch import nn
 from nnunet_gen.cli import main as cli_main
 from nnunet_gen.convert.phantom import phantom_case
 from nnunet_gen.errors import DataError
-from nnunet_gen.io.images import Geometry
+from nnunet_gen.io.images import Geometry, read_image
 from nnunet_gen.io.manifest import Manifest
 from nnunet_gen.io.sites import SITES_ENV, SITES_FILE, case_sites, site_balanced_probabilities
 from nnunet_gen.io.writer import DatasetWriter
@@ -156,13 +158,33 @@ def test_stock_nnunet_trains_predicts_and_evaluates_normalisation(tmp_path, nnun
     assert "discriminator classes 4" in log and "G warm-up 1 iterations" in log
     assert "discriminator_real" in log and "reconstruction" in log
 
+    # the composed network travels as a stock model zip: export, install elsewhere, predict from the installed copy
+    archive = tmp_path / "model.zip"
+    result = subprocess.run([BIN / "nnUNetv2_export_model_to_zip", "-d", "622", "-o", archive, "-c", "3d_fullres",
+                             "-tr", trainer, "-f", "0"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    installed = {**env, "nnUNet_results": str(tmp_path / "installed_results")}
+    result = subprocess.run([BIN / "nnUNetv2_install_pretrained_model_from_zip", archive], env=installed,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     predictions = tmp_path / "predictions"
     result = subprocess.run([BIN / "nnUNetv2_predict", "-i", nnunet_dirs["nnUNet_raw"] / name / "imagesTr",
                              "-o", predictions, "-d", "622", "-c", "3d_fullres", "-f", "0", "-tr", trainer,
                              "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
-                            env=env, capture_output=True, text=True, timeout=300)
+                            env=installed, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(list(predictions.glob("*.nii.gz"))) == 6
+    # fold ensembling averages composed networks: a copy of fold 0 as fold 1 must give the same segmentation
+    installed_model = Path(installed["nnUNet_results"]) / name / f"{trainer}__nnUNetPlans__3d_fullres"
+    shutil.copytree(installed_model / "fold_0", installed_model / "fold_1")
+    ensembled = tmp_path / "ensembled"
+    result = subprocess.run([BIN / "nnUNetv2_predict", "-i", nnunet_dirs["nnUNet_raw"] / name / "imagesTr",
+                             "-o", ensembled, "-d", "622", "-c", "3d_fullres", "-f", "0", "1", "-tr", trainer,
+                             "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
+                            env=installed, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for single in sorted(predictions.glob("*.nii.gz")):
+        np.testing.assert_array_equal(read_image(ensembled / single.name)[0], read_image(single)[0])
 
     monkeypatch.setenv("nnUNet_extTrainer", str(REPO / "trainers"))
     out = tmp_path / "normalisation"

@@ -19,7 +19,9 @@ Deviations:
   Dice loss and no augmentation; D sees nnU-Net's augmented patches.
 * All three learning rates follow nnU-Net's poly decay, not the paper's reduce-on-plateau (patience 3, factor 10).
 * The warm-up is 3 nnU-Net epochs (750 iterations), capped at half the training so short schedules reach the
-  adversarial phase; after it the paper's MSE term is dropped (Eq. (1) has none).
+  adversarial phase; after it the paper's MSE term is dropped (Eq. (1) has none). S trains on S(G(x)) during the
+  warm-up too (G detached: its only gradient is the MSE), so S gets the same iteration budget as a stock
+  nnUNetTrainer; the paper starts S at the fourth epoch.
 * Single-device training only (D is not wrapped for DDP).
 """
 from __future__ import annotations
@@ -160,16 +162,16 @@ class nnUNetTrainerAdvNorm(nnUNetTrainerSyntheticData):
         with self._autocast():
             normalised = network.normaliser(data)
             if warmup:
-                loss = reconstruction_loss(normalised, data)
-                with torch.no_grad():
-                    segmentation = self.loss(network.segmenter(normalised), target)
-                losses["reconstruction"] = loss.item()
+                reconstruction = reconstruction_loss(normalised, data)
+                segmentation = self.loss(network.segmenter(normalised.detach()), target)
+                loss = reconstruction + segmentation
+                losses["reconstruction"] = reconstruction.item()
             else:
                 segmentation = self.loss(network.segmenter(normalised), target)
                 generator_fake = discriminator_loss(self.discriminator(normalised), fake)
                 loss = generator_segmenter_loss(segmentation, generator_fake, self.adversarial_weight)
                 losses["generator_fake"] = generator_fake.item()
-        self._step(loss, (self.optimizer_g,) if warmup else (self.optimizer_g, self.optimizer))
+        self._step(loss, (self.optimizer_g, self.optimizer))
 
         if not warmup:
             self.optimizer_d.zero_grad(set_to_none=True)
