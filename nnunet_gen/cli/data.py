@@ -1,5 +1,5 @@
-"""``nnunet-gen`` commands of the data stages: ``ext-trainer``, ``phantom``, ``phantom-crossmodal``, ``convert``,
-``render naive``, ``preprocess``, ``derive-plans``, ``splits``."""
+"""``nnunet-gen`` commands of the data stages: ``ext-trainer``, ``phantom``, ``phantom-crossmodal``,
+``phantom-multisite``, ``convert``, ``render naive``, ``preprocess``, ``derive-plans``, ``splits``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,12 @@ def cmd_phantom(args) -> None:
     from nnunet_gen.convert.phantom import write_phantom_dataset
     print(write_phantom_dataset(args.d, args.name, args.cases_a, args.cases_b, args.seed, tuple(args.shape),
                                 tuple(args.spacing), args.overwrite, args.target_centre))
+
+
+def cmd_phantom_multisite(args) -> None:
+    from nnunet_gen.convert.multisite_phantom import write_multisite_phantom
+    print(write_multisite_phantom(args.d, args.name, args.train, args.test, args.seed, tuple(args.shape),
+                                  args.seen, args.unseen, args.overwrite))
 
 
 def cmd_phantom_crossmodal(args) -> None:
@@ -100,6 +106,20 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_phantom_crossmodal)
+
+    s = sub.add_parser("phantom-multisite", help="write the seeded multi-site phantom: training sites with their own "
+                                                 "T1 contrast and acquisition, held-out cases per site and an unseen "
+                                                 "site (imagesTs<site>/labelsTs<site>)")
+    s.add_argument("-d", type=int, required=True, help="dataset ID")
+    s.add_argument("--name", default="PhantomMultiSite")
+    s.add_argument("--train", type=int, default=6, help="labelled training subjects per seen site")
+    s.add_argument("--test", type=int, default=4, help="held-out subjects per site (seen and unseen)")
+    s.add_argument("--seen", nargs="+", default=["A", "B", "C"], choices=["A", "B", "C", "D"])
+    s.add_argument("--unseen", nargs="*", default=["D"], choices=["A", "B", "C", "D"])
+    s.add_argument("--shape", type=int, nargs=3, default=[32, 48, 48], metavar=("Z", "Y", "X"))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_phantom_multisite)
 
     convert = sub.add_parser("convert", help="convert data into an nnU-Net raw dataset").add_subparsers(
         dest="layout", required=True)
