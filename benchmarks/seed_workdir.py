@@ -5,8 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 LOCK = "/tmp/nnunet_gen_cpu.lock"
 
@@ -23,11 +24,17 @@ def enter_seed_workdir(root: str | Path, seed: int, log: Path) -> tuple[Path, Pa
     return workdir, log, env
 
 
-def run_seeds_locked(seeds: Sequence[int], run_seed: Callable[[int, Any], Any], args: Any) -> dict[int, Any]:
-    """``run_seed(seed, args)`` for every seed, one after the other, holding the CPU lock (no training runs next to
-    another heavy job)."""
+@contextmanager
+def cpu_lock() -> Iterator[None]:
+    """Hold the machine-wide CPU lock: no training or timing runs next to another heavy job."""
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def run_seeds_locked(seeds: Sequence[int], run_seed: Callable[[int, Any], Any], args: Any) -> dict[int, Any]:
+    """``run_seed(seed, args)`` for every seed, one after the other, holding the CPU lock."""
+    with cpu_lock():
         return {seed: run_seed(seed, args) for seed in seeds}
 
 
