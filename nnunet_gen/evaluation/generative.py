@@ -58,12 +58,13 @@ def segment_fakes(images: np.ndarray, spacing_zyx: list[float], segmenter: dict,
 def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out: Path, seed: int = 1_000_000,
                        truncation: float = 1.0, segmenter: dict | None = None, device: str = "cpu",
                        feature_iterations: int = 500) -> Path:
-    """All metrics of ``num`` fakes (latent seeds seed..seed+num-1) against the dataset's real slices."""
+    """All metrics of ``num`` fakes (latent seeds seed..seed+num-1) against the dataset's real slices that the
+    generator was trained on (its provenance's ``min_foreground`` selection)."""
     if num < 2:
         raise DataError("--num", f"needs at least 2 fakes, got {num}")
     model, provenance = load_stylegan(checkpoint, device)
     resolution = model.config.resolution
-    reals, real_labels, _ = training_slices(dataset, resolution)
+    reals, real_labels, _ = training_slices(dataset, resolution, provenance.get("min_foreground", 0.0))
     if reals.shape[1] != model.config.image_channels:
         raise DataError(str(dataset), f"{reals.shape[1]} channels, the generator makes {model.config.image_channels}")
     seeds = list(range(seed, seed + num))

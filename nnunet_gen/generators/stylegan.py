@@ -60,7 +60,7 @@ def training_slices(dataset: str | int, resolution: int, min_foreground: float =
     in_plane = float(max(spacing[1:]) * np.median(sides) / resolution)
     provenance = {"dataset": raw.name, "cases": cases, "slices": len(images), "channel_names":
                   raw.dataset_json["channel_names"], "labels": raw.labels,
-                  "spacing_zyx": [float(spacing[0]), in_plane, in_plane]}
+                  "spacing_zyx": [float(spacing[0]), in_plane, in_plane], "min_foreground": min_foreground}
     return np.stack(images), np.stack(labels), provenance
 
 
