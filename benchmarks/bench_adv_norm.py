@@ -44,7 +44,7 @@ def write_data(seed: int, args) -> Path:
         return write_multisite_phantom(DATASET, "MultiSite", args.train, args.test, seed, tuple(args.shape))
     sys.path.insert(0, str(REPO))
     from benchmarks.anatomy.multisite import build_dataset, load_subjects
-    return build_dataset(load_subjects(), DATASET, "MultiSite", seed)
+    return build_dataset(load_subjects(), DATASET, "MultiSite", seed, crop=tuple(args.crop))
 
 
 def run_seed(seed: int, args) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=6, help="phantom: training subjects per seen site")
     parser.add_argument("--test", type=int, default=4, help="phantom: held-out subjects per site")
     parser.add_argument("--shape", type=int, nargs=3, default=[24, 32, 32])
+    parser.add_argument("--crop", type=int, nargs=3, default=[40, 40, 40], help="anatomy: crop per case (2 mm voxels)")
     parser.add_argument("--features", type=int, nargs=2, default=[16, 128], help="network width: base, max")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir")
