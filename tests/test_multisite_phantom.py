@@ -53,3 +53,27 @@ def test_dataset_layout_sites_and_cli(nnunet_dirs):
     assert main(["phantom-multisite", "-d", "781", "--train", "1", "--test", "1", "--seen", "A", "B",
                  "--unseen", "--shape", *map(str, SMALL)]) == 0
     assert main(["phantom-multisite", "-d", "781", "--train", "1", "--test", "1", "--shape", *map(str, SMALL)]) != 0
+
+
+def test_real_anatomy_builder_on_stand_in_brains(nnunet_dirs):
+    from test_anatomy_shift import stand_in
+
+    from benchmarks.anatomy.multisite import build_dataset, multisite_case
+    subjects = {}
+    for k, name in enumerate(("a", "b", "t")):
+        anatomy = stand_in(name, k)
+        white = anatomy.white_matter.astype(np.float32)
+        maps = np.stack([np.zeros_like(white), anatomy.brain & ~anatomy.white_matter, white]).astype(np.float32)
+        subjects[name] = (anatomy, maps)
+    image_a, label_a = multisite_case(subjects["a"], "A", seed=3, crop=(24, 24, 24))
+    image_d, label_d = multisite_case(subjects["a"], "D", seed=3, crop=(24, 24, 24))
+    np.testing.assert_array_equal(label_a, label_d)  # same case seed: same crop and lesion at every site
+    assert label_a.sum() >= 20 and not np.allclose(image_a, image_d)
+
+    folder = build_dataset(subjects, 782, "MSA", seed=1, train_per_subject=1, test_per_site=1, training=("a", "b"),
+                           test="t", crop=(24, 24, 24))
+    raw = RawDataset(folder)
+    assert case_sites(raw.name, raw.case_ids()) == {c: c.split("_")[0] for c in raw.case_ids()}
+    assert len(raw.case_ids()) == 6 and all("_t_" not in c for c in raw.case_ids())
+    for site in "ABCD":
+        assert [p.name.split("_")[1] for p in (folder / held_out_folders(site)[0]).iterdir()] == ["t"]
