@@ -135,8 +135,12 @@ def test_sites_sources_and_bad_input(nnunet_dirs, monkeypatch, tmp_path):
 
 
 def test_trainer_variants():
-    assert adv_norm.__all__ == ["nnUNetTrainerAdvNorm", "nnUNetTrainerAdvNorm_smoke", "nnUNetTrainerAdvNorm_demo",
-                                "nnUNetTrainerAdvNorm_5epochs"]
+    assert adv_norm.__all__ == [f"{base}{suffix}" for base in ("nnUNetTrainerAdvNorm", "nnUNetTrainerAdvNormScaledLR")
+                                for suffix in ("", "_smoke", "_demo", "_5epochs")]
+    scaled, paper = adv_norm.nnUNetTrainerAdvNormScaledLR_demo, adv_norm.nnUNetTrainerAdvNorm
+    # the paper's G:S:D = 1e-5 : 1e-4 : 1e-4 kept at nnU-Net's S rate 1e-2
+    assert (scaled.generator_lr, scaled.discriminator_lr) == pytest.approx((paper.generator_lr * 100,
+                                                                            paper.discriminator_lr * 100))
     assert all("__" not in n and issubclass(getattr(adv_norm, n), adv_norm.nnUNetTrainerAdvNorm)
                for n in adv_norm.__all__)
 
