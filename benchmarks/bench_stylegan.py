@@ -1,21 +1,29 @@
 """Son et al.'s settings in direction: does a joint image + label StyleGAN2 help a data-poor nnU-Net?
 
-Data per seed (its own nnUNet_raw/preprocessed/results under ``--workdir``): a two-contrast phantom (T1 and T2 of the
-same subject, ``nnunet_gen.convert.crossmodal_phantom``: tissue ordering inverted between the contrasts, enhancing
-T1 and heterogeneous T2 tumours), ``--cases`` labelled training subjects and ``--test`` held-out subjects. A StyleGAN2
+Data per seed (its own nnUNet_raw/preprocessed/results under ``--workdir``), ``--cases`` labelled training cases and
+``--test`` held-out cases of ``--shape`` voxels, T1 + T2 of the same anatomy (tissue ordering inverted between the
+contrasts, enhancing homogeneous T1 and heterogeneous T2 tumours):
+
+* ``--data phantom``: the cross-modal phantom's subjects (``nnunet_gen.convert.crossmodal_phantom``), one per case;
+* ``--data anatomy``: real anatomy (``benchmarks/anatomy/crossmodal.py``, ``two_contrast_case``): training cases are
+  crops of the four training subjects in turn (real T1, T2 from their tissue maps), held-out cases crops of the
+  ``itk`` subject, never trained on; 2 mm voxels.
+
+A StyleGAN2
 (``cpu`` preset, ``--iters``) is trained on the training slices whose tumour covers at least ``--min-foreground`` of
 the slice (the paper's BraTS slices all show tumour; the phantom's tumours are ~1% of a slice and absent from most
 slices, and a generator trained on every slice draws no tumour at the CPU budget); every arm trains stock
 ``nnUNetv2_train 2d all`` with the real dataset's plans and one schedule, and is scored by Dice on the held-out
-subjects (3D volumes, slice-wise). Percentages count 2D slices against the real training set's slices (R):
+cases (3D volumes, slice-wise). Percentages count 2D slices against the real training set's slices (R):
 
 * 100% R: the real volumes;  * 100% F: as many fake slices as R has;  * 100% F + 100% R;  * 300% F + 100% R;
 * 300% A + 100% R: three flipped copies (x, y, both) of every real case (the paper's flip-augmentation control).
 
 Also ``gen-eval`` of the generator (FID with our feature network, bMMD2, MS-SSIM diversity, memorisation).
-Resumable; holds /tmp/nnunet_gen_cpu.lock; writes benchmarks/output/bench_stylegan.{md,json}.
+Resumable; holds /tmp/nnunet_gen_cpu.lock; writes benchmarks/output/bench_stylegan[_anatomy].{md,json}.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_stylegan.py --seeds 0 1 2
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_stylegan.py --data anatomy --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from seed_workdir import enter_seed_workdir, mean_std, run_seeds_locked
@@ -33,21 +42,38 @@ OUTPUT = REPO / "benchmarks" / "output"
 REAL, FAKE, FAKE_REAL, FAKE3_REAL, FLIP_REAL = 960, 961, 962, 963, 964
 
 
-def write_two_contrast_phantom(seed: int, args) -> None:
-    from nnunet_gen.convert.crossmodal_phantom import crossmodal_case
+def case_source(seed: int, args) -> tuple[Callable[[int, bool], tuple[np.ndarray, np.ndarray]], float]:
+    """(``make(k, train)`` -> ((2, Z, Y, X) T1 + T2, label) of case ``k``, voxel spacing in mm) of ``args.data``."""
+    shape = tuple(args.shape)
+    if args.data == "phantom":
+        from nnunet_gen.convert.crossmodal_phantom import crossmodal_case
+
+        def phantom(k: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
+            (t1, label), (t2, _) = (crossmodal_case(seed * 100003 + k, m, "A", shape) for m in ("T1", "T2"))
+            return np.stack([t1, t2]), label
+        return phantom, 1.0
+    sys.path.insert(0, str(REPO))
+    from benchmarks.anatomy.crossmodal import (SOURCE_SUBJECTS, TARGET_SUBJECTS, TEST_SUBJECTS, load_subjects,
+                                               two_contrast_case)
+    from benchmarks.anatomy.shift import SPACING_MM
+    training = (*SOURCE_SUBJECTS, *TARGET_SUBJECTS)
+    subjects = load_subjects((*training, *TEST_SUBJECTS))
+    return (lambda k, train: two_contrast_case(subjects[training[k % len(training)] if train else TEST_SUBJECTS[0]],
+                                               seed * 1_000_003 + k, shape)), SPACING_MM
+
+
+def write_two_contrast(seed: int, args) -> None:
     from nnunet_gen.io.images import Geometry
     from nnunet_gen.io.manifest import Manifest
     from nnunet_gen.io.writer import DatasetWriter
-    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    make_case, spacing = case_source(seed, args)
+    geometry = Geometry((spacing,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     plan = [(f"train_{k:03d}", "imagesTr", "labelsTr") for k in range(args.cases)]
     plan += [(f"test_{k:03d}", "imagesTs", "labelsTs") for k in range(args.test)]
     with DatasetWriter(REAL, "TwoContrast", {0: "T1", 1: "T2"}, {"background": 0, "tumour": 1},
-                       {"command": "bench_stylegan", "seed": seed}) as writer:
+                       {"command": "bench_stylegan", "data": args.data, "seed": seed, "shape": args.shape}) as writer:
         for k, (case, images, labels) in enumerate(plan):
-            subject = seed * 100003 + k
-            t1, label = crossmodal_case(subject, "T1", "A", tuple(args.shape))
-            t2, _ = crossmodal_case(subject, "T2", "A", tuple(args.shape))
-            writer.write_case(case, np.stack([t1, t2]), label, geometry, images, labels)
+            writer.write_case(case, *make_case(k, images == "imagesTr"), geometry, images, labels)
         writer.finalize(Manifest.for_real_cases([c for c, i, _ in plan if i == "imagesTr"]))
 
 
@@ -86,11 +112,11 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     from nnunet_gen.run.nnunet import run_stock
     from synth.stylegan2 import PRESETS
 
-    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"bench_stylegan_seed{seed}.log")
+    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw"
     source = raw / f"Dataset{REAL}_TwoContrast"
     if not source.is_dir():
-        write_two_contrast_phantom(seed, args)
+        write_two_contrast(seed, args)
     checkpoint = workdir / "stylegan.safetensors"
     if not checkpoint.is_file():
         config = replace(PRESETS["cpu"], image_channels=2, num_classes=2, iterations=args.iters)
@@ -139,22 +165,24 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["phantom", "anatomy"], default="phantom")
     parser.add_argument("--schedule", default="demo", help="nnU-Net schedule of every arm (demo: 8 x 50 it)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--cases", type=int, default=4, help="labelled training subjects (data-poor)")
-    parser.add_argument("--test", type=int, default=6, help="held-out test subjects")
-    parser.add_argument("--shape", type=int, nargs=3, default=[16, 48, 48])
+    parser.add_argument("--cases", type=int, default=4, help="labelled training cases (data-poor)")
+    parser.add_argument("--test", type=int, default=6, help="held-out test cases")
+    parser.add_argument("--shape", type=int, nargs=3, default=[16, 48, 48], help="voxels per case (z, y, x)")
     parser.add_argument("--iters", type=int, default=2000, help="StyleGAN2 iterations (cpu preset: 2000)")
     parser.add_argument("--min-foreground", type=float, default=0.002,
                         help="train the generator on slices with at least this tumour fraction (0: every slice)")
     parser.add_argument("--workdir")
     args = parser.parse_args()
-    args.workdir = args.workdir or str(OUTPUT / "bench_stylegan_work")
+    args.stem = "bench_stylegan" + ("" if args.data == "phantom" else "_anatomy")
+    args.workdir = args.workdir or str(OUTPUT / f"{args.stem}_work")
     OUTPUT.mkdir(parents=True, exist_ok=True)
     start = time.time()
     results = run_seeds_locked(args.seeds, run_seed, args)
     arms = list(results[args.seeds[0]][0])
-    lines = [f"two-contrast phantom, {args.cases} training subjects, StyleGAN2 cpu preset {args.iters} iterations "
+    lines = [f"two-contrast {args.data}, {args.cases} training cases of {args.shape} voxels, StyleGAN2 cpu preset {args.iters} iterations "
              f"on slices with >= {args.min_foreground} tumour, "
              f"nnU-Net 2d _{args.schedule} fold all, seeds {args.seeds}, {time.time() - start:.0f} s", "",
              "| training set | held-out Dice (mean +- std over seeds) | per seed |", "|---|---|---|"]
@@ -167,8 +195,8 @@ def main() -> None:
     lines += [f"| {k} | {mean_std([results[s][1][k] for s in args.seeds])} |" for k in keys]
     table = "\n".join(lines)
     print(table)
-    (OUTPUT / "bench_stylegan.md").write_text(table + "\n")
-    (OUTPUT / "bench_stylegan.json").write_text(json.dumps(
+    (OUTPUT / f"{args.stem}.md").write_text(table + "\n")
+    (OUTPUT / f"{args.stem}.json").write_text(json.dumps(
         {"command": " ".join(sys.argv), "args": vars(args), "dice": {str(s): r[0] for s, r in results.items()},
          "generator": {str(s): r[1] for s, r in results.items()}}, indent=1))
 

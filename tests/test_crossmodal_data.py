@@ -130,3 +130,24 @@ def test_real_anatomy_builder(nnunet_dirs):
     assert raw.case_ids() == raw.case_ids(TARGET_FOLDER) == ["sourceA_icbm2009a_00", "sourceA_icbm2009a_01"]
     assert raw.case_ids("imagesUnlabelledTr") == ["targetA_robex_00", "targetB_robex_01"]
     assert raw.case_ids("labelsTs") == ["testA_itk_00", "testB_itk_01"]
+
+
+@pytest.mark.parametrize("seed", (0, 5))
+def test_two_contrast_anatomy_case_on_a_stand_in_brain(seed):
+    from test_anatomy_shift import stand_in
+
+    from benchmarks.anatomy.crossmodal import t2_anatomy, two_contrast_case
+    anatomy = stand_in("a", 0)
+    white = anatomy.white_matter.astype(np.float32)
+    maps = np.stack([np.zeros_like(white), anatomy.brain & ~anatomy.white_matter, white]).astype(np.float32)
+    images, label = two_contrast_case({"T1": anatomy, "T2": t2_anatomy(anatomy, maps)}, seed, SMALL)
+    assert images.shape == (2, *SMALL) and images.dtype == np.float32 and label.shape == SMALL
+    lesion = label > 0
+    ring = ndimage.binary_dilation(lesion, iterations=3) & ~ndimage.binary_dilation(lesion) & (images[0] > 0)
+    assert lesion.sum() >= 20 and ring.any()
+    t1, t2 = images
+    assert t1[lesion].mean() > 1.15 * t1[ring].mean()  # enhancing in T1
+    assert 55.0 < t2[lesion].mean() < 90.0  # T2: intermediate, between grey matter (60) and CSF (100)
+    assert t2[lesion].std() / t2[lesion].mean() > t1[lesion].std() / t1[lesion].mean()  # heterogeneous in T2
+    np.testing.assert_array_equal(two_contrast_case({"T1": anatomy, "T2": t2_anatomy(anatomy, maps)}, seed, SMALL)[1],
+                                  label)

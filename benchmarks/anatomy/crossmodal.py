@@ -88,6 +88,16 @@ def crossmodal_case(subject: dict[str, Anatomy], seed: int, modality: str, centr
     return acquire(image, image > 0, ACQUISITIONS[modality, centre], rng), label
 
 
+def two_contrast_case(subject: dict[str, Anatomy], seed: int, crop: Sequence[int] = CROP,
+                      centre: str = "A") -> tuple[np.ndarray, np.ndarray]:
+    """((2, Z, Y, X) T1 + T2 float32, label uint8): case ``seed`` of ``subject`` in both contrasts at ``centre``, one
+    lesion with each contrast's own appearance (:data:`LESION`): a multi-contrast case for joint image + label
+    generators (``benchmarks/bench_stylegan.py --data anatomy``)."""
+    t1, label = crossmodal_case(subject, seed, "T1", centre, crop)
+    t2, _ = crossmodal_case(subject, seed, "T2", centre, crop)
+    return np.stack([t1, t2]), label
+
+
 @dataclass(frozen=True)
 class Counts:
     """Cases per subject of each role (module docstring)."""
