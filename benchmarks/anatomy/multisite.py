@@ -19,8 +19,8 @@ import numpy as np
 from benchmarks.anatomy.crossmodal import tissue_maps
 from benchmarks.anatomy.shift import (CROP, SPACING_MM, TARGET_SUBJECT, TRAINING_SUBJECTS, VOLUMES, Anatomy,
                                       DomainStyle, load_anatomy, simulate_case)
-from nnunet_gen.convert.multisite_phantom import (SEEN_SITES, SITES, TUMOUR_TEXTURE, UNSEEN_SITES, site_rng,
-                                                  held_out_folders)
+from nnunet_gen.convert.multisite_phantom import (SEEN_SITES, SITES, TUMOUR_TEXTURE, UNSEEN_SITES, SiteCase,
+                                                  held_out_folders, site_rng, write_multisite)
 from nnunet_gen.convert.crossmodal_phantom import acquire
 
 
@@ -51,24 +51,17 @@ def build_dataset(subjects: dict[str, tuple[Anatomy, np.ndarray]], dataset_id: i
                   train_per_subject: int = 2, test_per_site: int = 4, training: Sequence[str] = TRAINING_SUBJECTS,
                   test: str = TARGET_SUBJECT, crop: Sequence[int] = CROP, overwrite: bool = False) -> Path:
     """Write the raw dataset (module docstring); case k has seed ``seed * 1_000_003 + k``."""
-    from nnunet_gen.io.images import Geometry
-    from nnunet_gen.io.manifest import CaseRecord, Manifest
-    from nnunet_gen.io.writer import DatasetWriter
-
-    plan = [(site, s, "imagesTr", "labelsTr") for site in SEEN_SITES for s in training
-            for _ in range(train_per_subject)]
-    plan += [(site, test, *held_out_folders(site)) for site in (*SEEN_SITES, *UNSEEN_SITES) for _ in range(test_per_site)]
-    geometry = Geometry((SPACING_MM,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    folders = [(site, s, "imagesTr", "labelsTr") for site in SEEN_SITES for s in training
+               for _ in range(train_per_subject)]
+    folders += [(site, test, *held_out_folders(site)) for site in (*SEEN_SITES, *UNSEEN_SITES)
+                for _ in range(test_per_site)]
+    plan = [SiteCase(f"{site}_{subject}_{k:03d}", subject, site, images, labels)
+            for k, (site, subject, images, labels) in enumerate(folders)]
     job = {"command": "anatomy multisite", "seed": seed, "train_per_subject": train_per_subject,
            "test_per_site": test_per_site, "training": list(training), "test": test, "crop": list(crop)}
-    manifest = Manifest(command="anatomy multisite")
-    with DatasetWriter(dataset_id, name, {0: "T1"}, {"background": 0, "lesion": 1}, job, overwrite=overwrite) as w:
-        for k, (site, subject, images, labels) in enumerate(plan):
-            case_id = f"{site}_{subject}_{k:03d}"
-            if images == "imagesTr":
-                manifest.add(CaseRecord(case_id, "real", case_id, subject, params={"site": site}))
-            if not w.has_case(case_id, images, labels):
-                image, label = multisite_case(subjects[subject], site, seed * 1_000_003 + k, crop)
-                w.write_case(case_id, image[None], label, geometry, images, labels)
-        return w.finalize(manifest, description="nnunet_gen multi-site benchmark: real anatomy, sites of "
-                                                "nnunet_gen.convert.multisite_phantom (benchmarks/anatomy/multisite.py)")
+    return write_multisite(
+        dataset_id, name, plan,
+        lambda k, case: multisite_case(subjects[case.subject], case.site, seed * 1_000_003 + k, crop), job,
+        SPACING_MM, {"background": 0, "lesion": 1},
+        "nnunet_gen multi-site benchmark: real anatomy, sites of nnunet_gen.convert.multisite_phantom "
+        "(benchmarks/anatomy/multisite.py)", overwrite)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -67,32 +67,55 @@ def held_out_folders(site: str) -> tuple[str, str]:
     return f"imagesTs{site}", f"labelsTs{site}"
 
 
-def write_multisite_phantom(dataset_id: int, name: str, n_train: int, n_test: int, seed: int = 0,
-                            shape: tuple[int, int, int] = (32, 48, 48), seen: Sequence[str] = SEEN_SITES,
-                            unseen: Sequence[str] = UNSEEN_SITES, overwrite: bool = False) -> Path:
-    """Raw dataset (module docstring): ``n_train`` labelled subjects per seen site, ``n_test`` held-out subjects per
-    seen and unseen site, every subject distinct (subject k has seed ``seed * 100003 + k``), 1 mm spacing."""
+@dataclass(frozen=True)
+class SiteCase:
+    """One case to write: ``subject`` (its patient group) acquired at ``site``, into ``images``/``labels``."""
+
+    case_id: str
+    subject: str
+    site: str
+    images: str
+    labels: str
+
+
+def write_multisite(dataset_id: int, name: str, plan: Sequence[SiteCase],
+                    make_case: Callable[[int, SiteCase], tuple[np.ndarray, np.ndarray]], job: dict, spacing_mm: float,
+                    labels: dict[str, int], description: str, overwrite: bool = False) -> Path:
+    """Write ``plan`` as a raw dataset, ``make_case(index in plan, case)`` giving each (image, label); training cases
+    carry their site in the manifest (``params["site"]``) and their subject as patient group; resumable like every
+    :class:`~nnunet_gen.io.writer.DatasetWriter` dataset."""
     from tqdm import tqdm
 
     from nnunet_gen.io.images import Geometry
     from nnunet_gen.io.manifest import CaseRecord, Manifest
     from nnunet_gen.io.writer import DatasetWriter
 
+    geometry = Geometry((spacing_mm,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    manifest = Manifest(command=job["command"])
+    with DatasetWriter(dataset_id, name, {0: "T1"}, labels, job, overwrite=overwrite) as w:
+        for k, case in enumerate(tqdm(plan, desc=job["command"], unit="case")):
+            if case.images == "imagesTr":
+                manifest.add(CaseRecord(case.case_id, "real", case.case_id, case.subject, params={"site": case.site}))
+            if not w.has_case(case.case_id, case.images, case.labels):
+                image, label = make_case(k, case)
+                w.write_case(case.case_id, image[None], label, geometry, case.images, case.labels)
+        return w.finalize(manifest, description=description)
+
+
+def write_multisite_phantom(dataset_id: int, name: str, n_train: int, n_test: int, seed: int = 0,
+                            shape: tuple[int, int, int] = (32, 48, 48), seen: Sequence[str] = SEEN_SITES,
+                            unseen: Sequence[str] = UNSEEN_SITES, overwrite: bool = False) -> Path:
+    """Raw dataset (module docstring): ``n_train`` labelled subjects per seen site, ``n_test`` held-out subjects per
+    seen and unseen site, every subject distinct (subject k has seed ``seed * 100003 + k``), 1 mm spacing."""
     if len(seen) < 2 or set(seen) & set(unseen) or not set(seen) | set(unseen) <= set(SITES):
         raise ValueError(f"need >= 2 seen sites, seen and unseen disjoint, all of {', '.join(SITES)}")
-    plan = [(site, "imagesTr", "labelsTr") for site in seen for _ in range(n_train)]
-    plan += [(site, *held_out_folders(site)) for site in (*seen, *unseen) for _ in range(n_test)]
-    geometry = Geometry((1.0,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    folders = [(site, "imagesTr", "labelsTr") for site in seen for _ in range(n_train)]
+    folders += [(site, *held_out_folders(site)) for site in (*seen, *unseen) for _ in range(n_test)]
+    plan = [SiteCase(f"{site}_{k:03d}", f"{site}_{k:03d}", site, images, labels)
+            for k, (site, images, labels) in enumerate(folders)]
     job = {"command": "phantom-multisite", "n_train": n_train, "n_test": n_test, "seed": seed, "shape": list(shape),
            "seen": list(seen), "unseen": list(unseen)}
-    manifest = Manifest(command="phantom-multisite")
-    with DatasetWriter(dataset_id, name, {0: "T1"}, {"background": 0, "tumour": 1}, job, overwrite=overwrite) as w:
-        for k, (site, images, labels) in enumerate(tqdm(plan, desc="phantom-multisite", unit="case")):
-            case_id = f"{site}_{k:03d}"
-            if images == "imagesTr":
-                manifest.add(CaseRecord(case_id, "real", case_id, case_id, params={"site": site}))
-            if not w.has_case(case_id, images, labels):
-                image, label = multisite_case(seed * 100003 + k, site, shape)
-                w.write_case(case_id, image[None], label, geometry, images, labels)
-        return w.finalize(manifest, description=f"nnunet_gen multi-site phantom: training sites {', '.join(seen)}, "
-                                                f"unseen {', '.join(unseen)}; held-out cases in imagesTs<site>")
+    return write_multisite(dataset_id, name, plan, lambda k, case: multisite_case(seed * 100003 + k, case.site, shape),
+                           job, 1.0, {"background": 0, "tumour": 1},
+                           f"nnunet_gen multi-site phantom: training sites {', '.join(seen)}, unseen "
+                           f"{', '.join(unseen)}; held-out cases in imagesTs<site>", overwrite)
