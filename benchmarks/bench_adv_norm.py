@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from seed_workdir import enter_seed_workdir, mean_std, run_seeds_locked
+from seed_workdir import cpu_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -49,39 +49,26 @@ def write_data(seed: int, args) -> Path:
 
 def run_seed(seed: int, args) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     from nnunet_gen.convert.multisite_phantom import SEEN_SITES, UNSEEN_SITES, held_out_folders
-    from nnunet_gen.evaluation.metrics import evaluate_folders
     from nnunet_gen.evaluation.normalisation import evaluate_normalisation
-    from nnunet_gen.evaluation.summary import summarize
     from nnunet_gen.preprocess import derive_plans, is_preprocessed, plan_and_preprocess
-    from nnunet_gen.run.nnunet import run_stock
 
-    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
+    workdir, log, _ = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw" / f"Dataset{DATASET}_MultiSite"
     if not raw.is_dir():
         write_data(seed, args)
     if not is_preprocessed(DATASET):
         plan_and_preprocess(DATASET, num_processes=1)
     derive_plans(DATASET, PLANS, args.features[0], args.features[1])
-    train_env = {**env, "nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": str(args.threads)}
 
     dice: dict[str, dict[str, float]] = {}
     for base in TRAINERS:
         trainer = f"{base}_{args.schedule}"
-        trained = workdir / "nnUNet_results" / raw.name / f"{trainer}__{PLANS}__3d_fullres" / "fold_all"
-        if not (trained / "checkpoint_final.pth").is_file():
-            run_stock(["nnUNetv2_train", str(DATASET), "3d_fullres", "all", "-tr", trainer, "-p", PLANS, "-device",
-                       "cpu"], train_env, log)
+        backend = cpu_backend(trainer, PLANS, threads=args.threads)
         dice[base] = {}
         for site in (*SEEN_SITES, *UNSEEN_SITES):
             images, labels = held_out_folders(site)
-            out = workdir / "predictions" / trainer / site
-            if not (out / "done").is_file():
-                run_stock(["nnUNetv2_predict", "-i", str(raw / images), "-o", str(out), "-d", str(DATASET), "-c",
-                           "3d_fullres", "-tr", trainer, "-p", PLANS, "-f", "all", "-device", "cpu", "-npp", "1",
-                           "-nps", "1", "--disable_tta"], env, log)
-                (out / "done").write_text("")
-            dice[base][site] = float(summarize(evaluate_folders(out, raw / labels, [1], num_processes=1))
-                                     ["1"]["Dice"]["mean"])
+            out = train_and_predict(backend, raw.name, raw / images, workdir / "predictions" / trainer / site, log)
+            dice[base][site] = mean_dice(out, raw / labels)
     jsd = {}
     for base in ADV_NORM:
         report = evaluate_normalisation(DATASET, f"{base}_{args.schedule}", "all", workdir / "normalisation" / base,

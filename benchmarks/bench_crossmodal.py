@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from seed_workdir import enter_seed_workdir, mean_std, run_seeds_locked
+from seed_workdir import cpu_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -54,8 +54,6 @@ def write_data(seed: int, args) -> None:
 def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     from dataclasses import replace
 
-    from nnunet_gen.evaluation.metrics import evaluate_folders
-    from nnunet_gen.evaluation.summary import summarize
     from nnunet_gen.evaluation.translation import translation_quality
     from nnunet_gen.generators.singan import train_singan_on_case
     from nnunet_gen.generators.translation import UNLABELLED_FOLDER, train_translation
@@ -64,17 +62,15 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
     from nnunet_gen.render.dataset import render_dataset
     from nnunet_gen.render.gba import gba_renderer
     from nnunet_gen.render.translate import render_translated
-    from nnunet_gen.run.nnunet import NnUNetBackend, run_stock
     from nnunet_gen.selftrain import SelfTrainConfig, SelfTraining
     from synth.singan import SinGANConfig
     from synth.translation import PRESETS
 
-    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
+    workdir, log, _ = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw"
     source = raw / "Dataset940_XM"
     if not source.is_dir():
         write_data(seed, args)
-    train_env = {**env, "nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": str(args.threads)}
 
     def planned(dataset: int, own: bool) -> None:
         if not is_preprocessed(dataset):
@@ -82,19 +78,13 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
         derive_plans(dataset, PLANS, args.features[0], args.features[1])
 
     def dice(dataset: str, trainer: str) -> float:
-        trained = workdir / "nnUNet_results" / dataset / f"{trainer}__{PLANS}__3d_fullres" / "fold_0"
-        if not (trained / "checkpoint_final.pth").is_file():
-            run_stock(["nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", trainer, "-p", PLANS, "-device",
-                       "cpu"], train_env, log)
         out = workdir / "predictions" / f"{dataset}_{trainer}"
+        raw_predictions = train_and_predict(cpu_backend(trainer, PLANS, fold=0, threads=args.threads), dataset,
+                                            source / "imagesTs", out / "raw", log)
         if not (out / "done").is_file():
-            run_stock(["nnUNetv2_predict", "-i", str(source / "imagesTs"), "-o", str(out / "raw"), "-d", dataset,
-                       "-c", "3d_fullres", "-tr", trainer, "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1",
-                       "-nps", "1", "--disable_tta"], env, log)
-            keep_largest_components(out / "raw", out / "final", [1], ".nii.gz")
+            keep_largest_components(raw_predictions, out / "final", [1], ".nii.gz")
             (out / "done").write_text("")
-        return float(summarize(evaluate_folders(out / "final", source / "labelsTs", [1], num_processes=1))
-                     ["1"]["Dice"]["mean"])
+        return mean_dice(out / "final", source / "labelsTs")
 
     scores, quality = {}, {}
     planned(SOURCE, own=True)
@@ -143,9 +133,7 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
             config = SelfTrainConfig(labelled=names[base + 2], unlabelled=str(source / UNLABELLED_FOLDER),
                                      output_id_base=SELFTRAIN_BASE, trainer=trainer, plans=PLANS, folds=(0,),
                                      iterations=1)
-            backend = NnUNetBackend(trainer, plans=PLANS, folds=(0,), device="cpu", num_processes=1,
-                                    train_env={"nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": str(args.threads)})
-            run = SelfTraining(config, backend, workdir=workdir / "selftrain", log=lambda message: None)
+            run = SelfTraining(config, cpu_backend(trainer, PLANS, fold=0, threads=args.threads), workdir=workdir / "selftrain", log=lambda message: None)
             run.run()
             scores[f"{method}: + GBA + self-training"] = dice(run.dataset_name(1), trainer)
     return scores, quality

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from seed_workdir import enter_seed_workdir, mean_std, run_seeds_locked
+from seed_workdir import cpu_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -103,16 +103,13 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     from dataclasses import replace
 
     from nnunet_gen.evaluation.generative import evaluate_generator
-    from nnunet_gen.evaluation.metrics import evaluate_folders
-    from nnunet_gen.evaluation.summary import summarize
     from nnunet_gen.generators.stylegan import train_stylegan_on_dataset
     from nnunet_gen.io.images import read_image
     from nnunet_gen.preprocess import is_preprocessed, plan_and_preprocess
     from nnunet_gen.render.stylegan import render_stylegan
-    from nnunet_gen.run.nnunet import run_stock
     from synth.stylegan2 import PRESETS
 
-    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
+    workdir, log, _ = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw"
     source = raw / f"Dataset{REAL}_TwoContrast"
     if not source.is_dir():
@@ -143,23 +140,14 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     quality["train_seconds"] = float((workdir / "stylegan_seconds.txt").read_text())
     arms = {"100% R": REAL, "100% F": FAKE, "100% F + 100% R": FAKE_REAL, "300% F + 100% R": FAKE3_REAL,
             "300% A (flips) + 100% R": FLIP_REAL}
-    trainer = f"nnUNetTrainer_{args.schedule}"
-    train_env = {**env, "nnUNet_n_proc_DA": "0"}
+    backend = cpu_backend(f"nnUNetTrainer_{args.schedule}", configuration="2d")
     scores = {}
     for arm, dataset in arms.items():
         if not is_preprocessed(dataset, configuration="2d"):
             plan_and_preprocess(dataset, ("2d",), 1, use_source_plans=dataset != REAL)
         name = next(p.name for p in raw.iterdir() if p.name.startswith(f"Dataset{dataset}_"))
-        trained = workdir / "nnUNet_results" / name / f"{trainer}__nnUNetPlans__2d" / "fold_all"
-        if not (trained / "checkpoint_final.pth").is_file():
-            run_stock(["nnUNetv2_train", str(dataset), "2d", "all", "-tr", trainer, "-device", "cpu"], train_env, log)
-        out = workdir / "predictions" / name
-        if len(list(out.glob("*.nii.gz"))) < args.test:
-            run_stock(["nnUNetv2_predict", "-i", str(source / "imagesTs"), "-o", str(out), "-d", str(dataset), "-c",
-                       "2d", "-tr", trainer, "-f", "all", "-device", "cpu", "-npp", "1", "-nps", "1",
-                       "--disable_tta"], env, log)
-        scores[arm] = float(summarize(evaluate_folders(out, source / "labelsTs", [1], num_processes=1))
-                            ["1"]["Dice"]["mean"])
+        out = train_and_predict(backend, name, source / "imagesTs", workdir / "predictions" / name, log)
+        scores[arm] = mean_dice(out, source / "labelsTs")
     return scores, quality
 
 

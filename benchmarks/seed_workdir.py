@@ -1,5 +1,6 @@
 """What the multi-seed benchmark scripts share (run as ``python benchmarks/<script>.py``, so this folder is on
-``sys.path``): one nnU-Net world per seed, the seeds run under the CPU lock, mean +- std cells."""
+``sys.path``): one nnU-Net world per seed, the seeds run under the CPU lock, one arm's stock train -> predict -> Dice
+on the CPU, mean +- std cells."""
 from __future__ import annotations
 
 import fcntl
@@ -7,7 +8,10 @@ import os
 import statistics
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from nnunet_gen.run.nnunet import NnUNetBackend
 
 LOCK = "/tmp/nnunet_gen_cpu.lock"
 
@@ -36,6 +40,32 @@ def run_seeds_locked(seeds: Sequence[int], run_seed: Callable[[int, Any], Any], 
     """``run_seed(seed, args)`` for every seed, one after the other, holding the CPU lock."""
     with cpu_lock():
         return {seed: run_seed(seed, args) for seed in seeds}
+
+
+def cpu_backend(trainer: str, plans: str = "nnUNetPlans", configuration: str = "3d_fullres", fold: int | str = "all",
+                threads: int | None = None) -> NnUNetBackend:
+    """Stock nnU-Net of one benchmark arm on the CPU: one fold, one worker, no augmentation worker processes in
+    training (they crash on CPU), ``threads`` OpenMP threads per training when given."""
+    from nnunet_gen.run.nnunet import NnUNetBackend
+    train_env = {"nnUNet_n_proc_DA": "0", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    return NnUNetBackend(trainer, configuration, plans, (fold,), "cpu", 1, train_env)
+
+
+def train_and_predict(backend: NnUNetBackend, dataset: str, images: Path, out: Path, log: Path) -> Path:
+    """Train the backend's fold of ``dataset`` unless trained, predict ``images`` into ``out`` (no test-time mirroring,
+    as nnU-Net's own validation) unless ``out`` exists; resumable, ``out`` appears only when complete."""
+    backend.train(dataset, backend.folds[0], log)
+    if not out.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        backend.predict(dataset, images, out, False, log, mirroring=False)
+    return out
+
+
+def mean_dice(predictions: Path, labels: Path, label: int = 1) -> float:
+    """Mean Dice of ``label`` over the cases of ``labels`` (nnU-Net's evaluation)."""
+    from nnunet_gen.evaluation.metrics import evaluate_folders
+    from nnunet_gen.evaluation.summary import summarize
+    return float(summarize(evaluate_folders(predictions, labels, [label], num_processes=1))[str(label)]["Dice"]["mean"])
 
 
 def mean_std(values: Sequence[float]) -> str:
