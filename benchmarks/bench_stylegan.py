@@ -67,7 +67,7 @@ def write_two_contrast(seed: int, args) -> None:
     from nnunet_gen.io.manifest import Manifest
     from nnunet_gen.io.writer import DatasetWriter
     make_case, spacing = case_source(seed, args)
-    geometry = Geometry((spacing,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.isotropic(spacing)
     plan = [(f"train_{k:03d}", "imagesTr", "labelsTr") for k in range(args.cases)]
     plan += [(f"test_{k:03d}", "imagesTs", "labelsTs") for k in range(args.test)]
     with DatasetWriter(REAL, "TwoContrast", {0: "T1", 1: "T2"}, {"background": 0, "tumour": 1},

@@ -104,7 +104,7 @@ def test_site_balanced_sampling_for_unequal_site_sizes():
 
 def _write_multisite_dataset(dataset_id: int, per_site: dict[str, int], shape=(16, 24, 24),
                              sites_file: bool = True) -> tuple[str, dict[str, str]]:
-    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.isotropic(1.0)
     sites = {f"site{s}_{i:03d}": s for s, n in per_site.items() for i in range(n)}
     with DatasetWriter(dataset_id, "AdvNorm", {0: "MR"}, {"background": 0, "tumour": 1}, {"test": 1}) as w:
         for k, (case, site) in enumerate(sites.items()):

@@ -24,6 +24,12 @@ def stand_in(name: str, seed: int) -> Anatomy:
     return anatomy_from_arrays(name, image, radius < 1)
 
 
+def stand_in_maps(anatomy: Anatomy) -> np.ndarray:
+    """(3, Z, Y, X) CSF, GM, WM probability maps of a stand-in brain: no CSF, GM = brain outside the white matter."""
+    white = anatomy.white_matter.astype(np.float32)
+    return np.stack([np.zeros_like(white), anatomy.brain & ~anatomy.white_matter, white]).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def anatomies():
     return {name: stand_in(name, k) for k, name in enumerate(("a", "b", "t"))}

@@ -19,7 +19,7 @@ from nnunet_gen.cli import main
 from nnunet_gen.convert.phantom import phantom_case, write_phantom_dataset
 from nnunet_gen.io.images import Geometry, read_image, write_image
 
-GEOMETRY = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+GEOMETRY = Geometry.isotropic(1.0)
 SHAPE = (8, 12, 12)
 REPO = Path(__file__).resolve().parent.parent
 

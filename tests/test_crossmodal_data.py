@@ -134,13 +134,12 @@ def test_real_anatomy_builder(nnunet_dirs):
 
 @pytest.mark.parametrize("seed", (0, 5))
 def test_two_contrast_anatomy_case_on_a_stand_in_brain(seed):
-    from test_anatomy_shift import stand_in
+    from test_anatomy_shift import stand_in, stand_in_maps
 
     from benchmarks.anatomy.crossmodal import t2_anatomy, two_contrast_case
     anatomy = stand_in("a", 0)
-    white = anatomy.white_matter.astype(np.float32)
-    maps = np.stack([np.zeros_like(white), anatomy.brain & ~anatomy.white_matter, white]).astype(np.float32)
-    images, label = two_contrast_case({"T1": anatomy, "T2": t2_anatomy(anatomy, maps)}, seed, SMALL)
+    subject = {"T1": anatomy, "T2": t2_anatomy(anatomy, stand_in_maps(anatomy))}
+    images, label = two_contrast_case(subject, seed, SMALL)
     assert images.shape == (2, *SMALL) and images.dtype == np.float32 and label.shape == SMALL
     lesion = label > 0
     ring = ndimage.binary_dilation(lesion, iterations=3) & ~ndimage.binary_dilation(lesion) & (images[0] > 0)
@@ -149,5 +148,4 @@ def test_two_contrast_anatomy_case_on_a_stand_in_brain(seed):
     assert t1[lesion].mean() > 1.15 * t1[ring].mean()  # enhancing in T1
     assert 55.0 < t2[lesion].mean() < 90.0  # T2: intermediate, between grey matter (60) and CSF (100)
     assert t2[lesion].std() / t2[lesion].mean() > t1[lesion].std() / t1[lesion].mean()  # heterogeneous in T2
-    np.testing.assert_array_equal(two_contrast_case({"T1": anatomy, "T2": t2_anatomy(anatomy, maps)}, seed, SMALL)[1],
-                                  label)
+    np.testing.assert_array_equal(two_contrast_case(subject, seed, SMALL)[1], label)

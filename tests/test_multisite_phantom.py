@@ -56,15 +56,11 @@ def test_dataset_layout_sites_and_cli(nnunet_dirs):
 
 
 def test_real_anatomy_builder_on_stand_in_brains(nnunet_dirs):
-    from test_anatomy_shift import stand_in
+    from test_anatomy_shift import stand_in, stand_in_maps
 
     from benchmarks.anatomy.multisite import build_dataset, multisite_case
-    subjects = {}
-    for k, name in enumerate(("a", "b", "t")):
-        anatomy = stand_in(name, k)
-        white = anatomy.white_matter.astype(np.float32)
-        maps = np.stack([np.zeros_like(white), anatomy.brain & ~anatomy.white_matter, white]).astype(np.float32)
-        subjects[name] = (anatomy, maps)
+    anatomies = {name: stand_in(name, k) for k, name in enumerate(("a", "b", "t"))}
+    subjects = {name: (anatomy, stand_in_maps(anatomy)) for name, anatomy in anatomies.items()}
     image_a, label_a = multisite_case(subjects["a"], "A", seed=3, crop=(24, 24, 24))
     image_d, label_d = multisite_case(subjects["a"], "D", seed=3, crop=(24, 24, 24))
     np.testing.assert_array_equal(label_a, label_d)  # same case seed: same crop and lesion at every site

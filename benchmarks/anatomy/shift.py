@@ -214,7 +214,7 @@ def build_dataset(anatomies: dict[str, Anatomy], dataset_id: int, name: str, see
     from nnunet_gen.io.manifest import Manifest
     from nnunet_gen.io.writer import DatasetWriter
 
-    geometry = Geometry((SPACING_MM,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.isotropic(SPACING_MM)
     plan = [(f"{s}_{k:02d}", s, SOURCE, "imagesTr", "labelsTr") for s in training
             for k in range(counts.train_per_subject)]
     plan += [(f"target_{k:02d}", target, TARGET, "imagesTs", "labelsTs") for k in range(counts.target_test)]

@@ -182,7 +182,7 @@ def write_crossmodal(dataset_id: int, name: str, plan: Sequence[PlannedCase],
     from nnunet_gen.io.manifest import Manifest
     from nnunet_gen.io.writer import DatasetWriter
 
-    geometry = Geometry((spacing_mm,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.isotropic(spacing_mm)
     with DatasetWriter(dataset_id, name, {0: "T1"}, {"background": 0, "tumour": 1}, job, overwrite=overwrite) as w:
         for case in tqdm(plan, desc=job["command"], unit="image"):
             if w.has_case(case.case_id, case.images, case.labels):

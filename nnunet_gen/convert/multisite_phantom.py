@@ -90,7 +90,7 @@ def write_multisite(dataset_id: int, name: str, plan: Sequence[SiteCase],
     from nnunet_gen.io.manifest import CaseRecord, Manifest
     from nnunet_gen.io.writer import DatasetWriter
 
-    geometry = Geometry((spacing_mm,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.isotropic(spacing_mm)
     manifest = Manifest(command=job["command"])
     with DatasetWriter(dataset_id, name, {0: "T1"}, labels, job, overwrite=overwrite) as w:
         for k, case in enumerate(tqdm(plan, desc=job["command"], unit="case")):

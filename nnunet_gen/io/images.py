@@ -26,6 +26,11 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
+    def isotropic(cls, spacing_mm: float) -> "Geometry":
+        """Axis-aligned 3D geometry at the origin with ``spacing_mm`` voxels (what generated phantoms use)."""
+        return cls((spacing_mm,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+    @classmethod
     def of(cls, image: sitk.Image) -> "Geometry":
         return cls(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
 
