@@ -19,7 +19,9 @@ cases (3D volumes, slice-wise). Percentages count 2D slices against the real tra
 * 100% R: the real volumes;  * 100% F: as many fake slices as R has;  * 100% F + 100% R;  * 300% F + 100% R;
 * 300% A + 100% R: three flipped copies (x, y, both) of every real case (the paper's flip-augmentation control).
 
-Also ``gen-eval`` of the generator (FID with our feature network, bMMD2, MS-SSIM diversity, memorisation).
+Also ``gen-eval`` of the generator (FID with our feature network, bMMD2, MS-SSIM diversity, memorisation, and label
+consistency: the 100% R arm's nnU-Net applied to the fakes against their generated labels, next to the same on real
+training slices).
 Resumable; holds /tmp/nnunet_gen_cpu.lock; writes benchmarks/output/bench_stylegan[_anatomy].{md,json}.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_stylegan.py --seeds 0 1 2
@@ -133,11 +135,6 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     if not any(read_image(path)[0].any() for path in fake_labels):
         raise SystemExit(f"seed {seed}: no generated label has a foreground voxel ({len(fake_labels)} fakes of "
                          f"{checkpoint}); the 100% F arm cannot be planned: train the generator longer (--iters)")
-    quality_dir = workdir / "gen_eval"
-    if not (quality_dir / "gen_eval.json").is_file():
-        evaluate_generator(REAL, checkpoint, min(200, real_slices), quality_dir)
-    quality = json.loads((quality_dir / "gen_eval.json").read_text())
-    quality["train_seconds"] = float((workdir / "stylegan_seconds.txt").read_text())
     arms = {"100% R": REAL, "100% F": FAKE, "100% F + 100% R": FAKE_REAL, "300% F + 100% R": FAKE3_REAL,
             "300% A (flips) + 100% R": FLIP_REAL}
     backend = cpu_backend(f"nnUNetTrainer_{args.schedule}", configuration="2d")
@@ -148,6 +145,14 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
         name = next(p.name for p in raw.iterdir() if p.name.startswith(f"Dataset{dataset}_"))
         out = train_and_predict(backend, name, source / "imagesTs", workdir / "predictions" / name, log)
         scores[arm] = mean_dice(out, source / "labelsTs")
+    quality_dir = workdir / "gen_eval"
+    report = quality_dir / "gen_eval.json"
+    if not report.is_file() or "label_consistency_dice" not in json.loads(report.read_text()):
+        segmenter = {"dataset": REAL, "trainer": backend.trainer, "configuration": "2d", "plans": backend.plans,
+                     "folds": backend.folds}  # the 100% R arm: an nnU-Net trained on the real cases only
+        evaluate_generator(REAL, checkpoint, min(200, real_slices), quality_dir, segmenter=segmenter)
+    quality = json.loads(report.read_text())
+    quality["train_seconds"] = float((workdir / "stylegan_seconds.txt").read_text())
     return scores, quality
 
 
@@ -178,7 +183,9 @@ def main() -> None:
         values = [results[s][0][arm] for s in args.seeds]
         lines.append(f"| {arm} | {mean_std(values)} | {', '.join(f'{v:.3f}' for v in values)} |")
     keys = ("fid_axial", "bmmd2", "ms_ssim_fake_pairs", "ms_ssim_real_pairs", "nearest_real_ms_ssim_mean",
-            "real_to_real_nearest_ms_ssim_mean", "train_seconds")
+            "real_to_real_nearest_ms_ssim_mean", "label_consistency_dice", "label_consistency_dice_foreground",
+            "label_consistency_foreground_fraction", "label_consistency_real_dice",
+            "label_consistency_real_dice_foreground", "label_consistency_real_foreground_fraction", "train_seconds")
     lines += ["", "| generator metric | mean +- std over seeds |", "|---|---|"]
     lines += [f"| {k} | {mean_std([results[s][1][k] for s in args.seeds])} |" for k in keys]
     table = "\n".join(lines)

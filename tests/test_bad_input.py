@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_gen.cli import main
+from nnunet_gen.cli import build_parser, main
 from nnunet_gen.convert.phantom import phantom_case, write_phantom_dataset
 from nnunet_gen.io.images import Geometry, read_image, write_image
 
@@ -328,3 +328,12 @@ def test_dataset_not_found_message_is_whole(dataset, nnunet_dirs, capsys):
                               "(check the nnUNet_* environment variables)")
     else:
         assert "expected a dataset ID (e.g. 501) or a folder name (Dataset501_Name)" in error
+
+
+def test_fold_is_an_integer_or_all(capsys):
+    assert build_parser().parse_args(["gen-eval", "-d", "1", "--checkpoint", "g", "-o", "e", "-f", "all", "2"]).f \
+        == ["all", 2]
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["gen-eval", "-d", "1", "--checkpoint", "g", "-o", "e", "-f", "first"])
+    assert exit_info.value.code == 2
+    assert "a fold is an integer or 'all', not 'first'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import pytest
 
 from nnunet_gen.cli import main
 from nnunet_gen.convert.phantom import write_phantom_dataset
+from nnunet_gen.evaluation.generative import consistency_summary
 from nnunet_gen.generators.stylegan import square_slice, training_slices
 from nnunet_gen.io.files import sha256_of_file
 from nnunet_gen.io.images import read_image
@@ -93,6 +94,13 @@ def test_gen_eval_reports_every_metric(trained, tmp_path):
     assert (tmp_path / "e" / "gen_eval.png").is_file() and (tmp_path / "e" / "gen_eval.csv").is_file()
 
 
+def test_consistency_summary_separates_slices_with_foreground():
+    labels = np.zeros((3, 4, 4), np.int64)
+    labels[1:, 0, 0] = 1
+    summary = consistency_summary(np.array([1.0, 0.5, 0.0]), labels)  # the empty slice agreed: Dice 1
+    assert summary == pytest.approx({"dice": 0.5, "foreground_fraction": 2 / 3, "dice_foreground": 0.25})
+
+
 def test_bad_input_is_one_line(trained, tmp_path, capsys):
     _, dirs, checkpoint = trained
     (tmp_path / "foreign.safetensors").write_bytes(b"nope")
@@ -122,3 +130,24 @@ def test_stock_nnunet_trains_2d_on_fakes_and_reals(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     trained_fold = dirs["nnUNet_results"] / "Dataset604_Mixed" / "nnUNetTrainer_smoke__nnUNetPlans__2d" / "fold_0"
     assert (trained_fold / "checkpoint_final.pth").is_file()
+
+
+def test_gen_eval_label_consistency_through_a_trained_nnunet(trained, tmp_path):
+    """``gen-eval --segmenter``: the 2d nnU-Net trained above predicts every fake and a real reference set through
+    stock ``nnUNetv2_predict``; per-fake Dice in the CSV, the means in the JSON."""
+    _, dirs, checkpoint = trained
+    fold = dirs["nnUNet_results"] / "Dataset604_Mixed" / "nnUNetTrainer_smoke__nnUNetPlans__2d" / "fold_0"
+    if not (fold / "checkpoint_final.pth").is_file():
+        pytest.fail("needs the segmenter of test_stock_nnunet_trains_2d_on_fakes_and_reals (run the module)")
+    out = tmp_path / "e"
+    assert main(["gen-eval", "-d", "600", "--checkpoint", str(checkpoint), "--num", "4", "-o", str(out),
+                 "--feature-iters", "5", "--segmenter", "604", "-tr", "nnUNetTrainer_smoke", "-c", "2d", "-f", "0",
+                 "-device", "cpu"]) == 0
+    summary = json.loads((out / "gen_eval.json").read_text())
+    assert summary["segmenter"] == "604 nnUNetTrainer_smoke 2d nnUNetPlans folds [0]"
+    assert summary["label_consistency_real_slices"] == 4
+    for key in ("label_consistency_dice", "label_consistency_real_dice", "label_consistency_real_foreground_fraction"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    rows = (out / "gen_eval.csv").read_text().splitlines()
+    assert rows[0].split(",")[-1] == "label_dice" and len(rows) == 5
+    assert all(0.0 <= float(row.split(",")[-1]) <= 1.0 for row in rows[1:])

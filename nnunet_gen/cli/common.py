@@ -28,6 +28,16 @@ def device(args: argparse.Namespace) -> str:
     return args.device or default_device()
 
 
+def fold(value: str) -> int | str:
+    """A fold as nnU-Net's ``-f`` takes it: an integer, or ``all`` (trained on every case)."""
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold is an integer or 'all', not {value!r}") from None
+
+
 def training_environment(device_name: str) -> dict[str, str]:
     """Extra environment of nnU-Net trainings: on a CPU, no data-augmentation worker processes
     (``nnUNet_n_proc_DA=0``) unless the user set it; it is never given to planning, which it crashes."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_gen.cli.common import add_device
+from nnunet_gen.cli.common import add_device, fold
 from nnunet_gen.errors import DataError
 
 
@@ -70,8 +70,7 @@ def cmd_rank(args) -> None:
 def cmd_evaluate_normalisation(args) -> None:
     from nnunet_gen.cli.common import device
     from nnunet_gen.evaluation.normalisation import evaluate_normalisation, normalisation_markdown
-    fold = args.f if args.f == "all" else int(args.f)
-    results = evaluate_normalisation(args.d, args.tr, fold, args.o, args.c, args.p, args.chk, args.subset, args.bins,
+    results = evaluate_normalisation(args.d, args.tr, args.f, args.o, args.c, args.p, args.chk, args.subset, args.bins,
                                      args.channel, device(args))
     print(normalisation_markdown(results))
 
@@ -102,7 +101,7 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
                                                       "after an adversarial-normalisation trainer's normaliser G")
     s.add_argument("-d", required=True, help="dataset ID or name")
     s.add_argument("-tr", required=True, help="trainer, e.g. nnUNetTrainerAdvNorm")
-    s.add_argument("-f", default="0", help="fold (or 'all')")
+    s.add_argument("-f", type=fold, default=0, help="fold (or 'all')")
     s.add_argument("-c", default="3d_fullres", help="configuration")
     s.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     s.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_gen.cli.common import add_device, add_render_target, add_threads, apply_threads, device, target_name
+from nnunet_gen.cli.common import (add_device, add_render_target, add_threads, apply_threads, device, fold,
+                                   target_name)
 from nnunet_gen.errors import DataError
 
 
@@ -106,7 +107,7 @@ def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction
     s.add_argument("-tr", help="the segmenter's trainer")
     s.add_argument("-c", default="2d")
     s.add_argument("-p", default="nnUNetPlans")
-    s.add_argument("-f", type=int, nargs="+", default=[0])
+    s.add_argument("-f", type=fold, nargs="+", default=[0], help="the segmenter's folds (or 'all')")
     add_device(s)
     add_threads(s)
     s.set_defaults(func=cmd_gen_eval)

@@ -90,8 +90,7 @@ def write_phantom_dataset(dataset_id: int, name: str, cases_a: int, cases_b: int
     from nnunet_gen.io.manifest import Manifest
     from nnunet_gen.io.writer import DatasetWriter
 
-    geometry = Geometry(tuple(float(s) for s in reversed(spacing_zyx)), (0.0, 0.0, 0.0),
-                        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.axis_aligned(spacing_zyx)
     job = {"command": "phantom", "cases_a": cases_a, "cases_b": cases_b, "seed": seed, "shape": list(shape),
            "spacing": list(spacing_zyx), "target_centre": target_centre}
     plan = [(f"phantomA_{i:03d}", "A", "imagesTr", "labelsTr") for i in range(cases_a)]

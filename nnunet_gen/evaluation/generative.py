@@ -9,7 +9,9 @@ Metrics (``synth.gen_metrics``; the 3D-StyleGAN and "Evaluating GAN metrics" pap
 * MS-SSIM diversity: mean MS-SSIM of random fake pairs (lower = more diverse) next to the same for real pairs;
 * memorisation: every fake's most similar real slice (MS-SSIM) next to every real slice's most similar other real;
 * label consistency (with ``segmenter``): Dice between an nnU-Net trained on real data, applied to the fakes, and
-  the generated labels.
+  the generated labels; next to it the same segmenter's Dice on (up to ``num``) real training slices against their
+  real labels, the agreement a fake would reach if its label fitted its image as well as a real one (optimistic when
+  the segmenter was trained on those slices). Both as the mean over all slices and over the slices with foreground.
 
 Writes ``gen_eval.{md,json,csv,png}`` into the output folder.
 """
@@ -37,22 +39,29 @@ def generate(model, seeds: list[int], truncation: float, batch_size: int = 16) -
     return np.concatenate(images), np.concatenate(labels)
 
 
-def segment_fakes(images: np.ndarray, spacing_zyx: list[float], segmenter: dict, device: str) -> np.ndarray:
-    """The segmenter's labels of every fake slice (written as one-slice volumes, predicted by the fold ensemble)."""
+def segment_slices(images: np.ndarray, spacing_zyx: list[float], segmenter: dict, device: str) -> np.ndarray:
+    """The segmenter's labels of (N, C, R, R) slices (written as one-slice volumes, predicted by its fold ensemble)."""
     from nnunet_gen.io.raw_dataset import RawDataset
     from nnunet_gen.run.nnunet import NnUNetBackend
     dataset = RawDataset.find(segmenter["dataset"]).name
     backend = NnUNetBackend(segmenter["trainer"], segmenter["configuration"], segmenter["plans"],
                             segmenter["folds"], device, 1)
-    geometry = Geometry(tuple(float(s) for s in reversed(spacing_zyx)), (0.0, 0.0, 0.0),
-                        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    geometry = Geometry.axis_aligned(spacing_zyx)
     with tempfile.TemporaryDirectory() as folder:
         inputs, outputs = Path(folder) / "images", Path(folder) / "predictions"
         for k, image in enumerate(images):
             for c, channel in enumerate(image):
-                write_image(channel[None].astype(np.float32), geometry, inputs / f"fake_{k:06d}_{c:04d}.nii.gz")
+                write_image(channel[None].astype(np.float32), geometry, inputs / f"slice_{k:06d}_{c:04d}.nii.gz")
         backend.predict(dataset, inputs, outputs, False, Path(folder) / "predict.log")
-        return np.stack([read_image(outputs / f"fake_{k:06d}.nii.gz")[0][0] for k in range(len(images))])
+        return np.stack([read_image(outputs / f"slice_{k:06d}.nii.gz")[0][0] for k in range(len(images))])
+
+
+def consistency_summary(dice: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean per-slice Dice over all slices and over the slices whose ``labels`` have foreground (a slice empty in
+    both scores 1 and would flatter a generator that draws no lesion)."""
+    with_foreground = labels.reshape(len(labels), -1).any(axis=1)
+    return {"dice": float(np.mean(dice)), "foreground_fraction": float(np.mean(with_foreground)),
+            "dice_foreground": float(np.mean(dice[with_foreground])) if with_foreground.any() else float("nan")}
 
 
 def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out: Path, seed: int = 1_000_000,
@@ -84,9 +93,17 @@ def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out
     rows = [{"latent_seed": s, "nearest_real_slice": int(i), "nearest_real_ms_ssim": float(score)}
             for s, i, score in zip(seeds, neighbours.index, neighbours.score)]
     if segmenter is not None:
-        predicted = segment_fakes(fakes, provenance["spacing_zyx"], segmenter, device)
-        dice = label_consistency_dice(predicted, fake_labels, model.config.num_classes)
-        summary["label_consistency_dice"] = float(np.mean(dice))
+        reference = np.unique(np.linspace(0, len(reals) - 1, min(num, len(reals))).round().astype(int))
+        predicted = segment_slices(np.concatenate([fakes, reals[reference]]), provenance["spacing_zyx"], segmenter,
+                                   device)  # one nnUNetv2_predict for both sets
+        dice = label_consistency_dice(predicted[:num], fake_labels, model.config.num_classes)
+        real_dice = label_consistency_dice(predicted[num:], real_labels[reference], model.config.num_classes)
+        summary["segmenter"] = f"{segmenter['dataset']} {segmenter['trainer']} {segmenter['configuration']} " \
+                               f"{segmenter['plans']} folds {list(segmenter['folds'])}"
+        summary.update({f"label_consistency_{k}": v for k, v in consistency_summary(dice, fake_labels).items()})
+        summary.update({f"label_consistency_real_{k}": v
+                        for k, v in consistency_summary(real_dice, real_labels[reference]).items()})
+        summary["label_consistency_real_slices"] = len(reference)
         for row, value in zip(rows, dice):
             row["label_dice"] = float(value)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,9 +27,15 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
+    def axis_aligned(cls, spacing_zyx: Sequence[float]) -> "Geometry":
+        """Axis-aligned 3D geometry at the origin with (z, y, x) voxel spacing (what generated data uses)."""
+        return cls(tuple(float(s) for s in reversed(spacing_zyx)), (0.0, 0.0, 0.0),
+                   (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+    @classmethod
     def isotropic(cls, spacing_mm: float) -> "Geometry":
         """Axis-aligned 3D geometry at the origin with ``spacing_mm`` voxels (what generated phantoms use)."""
-        return cls((spacing_mm,) * 3, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        return cls.axis_aligned((spacing_mm,) * 3)
 
     @classmethod
     def of(cls, image: sitk.Image) -> "Geometry":

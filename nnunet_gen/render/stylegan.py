@@ -23,9 +23,6 @@ from nnunet_gen.io.manifest import STYLEGAN_GENERATOR, CaseRecord, Manifest
 from nnunet_gen.io.raw_dataset import RawDataset
 from nnunet_gen.io.writer import DatasetWriter
 
-IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-
-
 def fake_case_id(seed: int) -> str:
     return f"fake_{seed:06d}"
 
@@ -40,8 +37,7 @@ def render_stylegan(checkpoint: str | Path, dataset_id: int, name: str, seeds: S
         raise DataError("--truncation", f"psi must be in [0, 1], got {truncation_psi}")
     model, provenance = load_stylegan(checkpoint, device)
     digest = sha256_of_file(checkpoint)
-    spacing_zyx = provenance["spacing_zyx"]
-    geometry = Geometry(tuple(float(s) for s in reversed(spacing_zyx)), (0.0, 0.0, 0.0), IDENTITY)
+    geometry = Geometry.axis_aligned(provenance["spacing_zyx"])
     real = RawDataset.find(with_real) if with_real is not None else None
     if real is not None and (real.dataset_json["channel_names"] != provenance["channel_names"]
                              or real.labels != provenance["labels"]):
