@@ -18,7 +18,7 @@ from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datas
 from nnunet_gen.errors import DataError
 from nnunet_gen.io.files import write_text
 from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir
-from nnunet_gen.io.splits import check_no_leak, grouped_splits, write_splits
+from nnunet_gen.io.splits import has_folds, write_grouped_splits
 
 #: Real:pseudo sampling weight of a self-training dataset, read by ``nnUNetTrainerSelfTrain``.
 SAMPLING_FILE = "nnunet_gen_sampling.json"
@@ -46,11 +46,7 @@ def plan_and_preprocess(dataset: str | int, configurations: Sequence[str] = ("3d
         plan_experiments([raw.dataset_id])
     preprocess([raw.dataset_id], plans_identifier, tuple(configurations), [num_processes] * len(configurations),
                verbose=False)
-    if len({r.group for r in manifest.cases.values() if r.is_base}) >= 5:
-        splits = grouped_splits(manifest)
-        check_no_leak(manifest, splits)
-        write_splits(preprocessed, splits)
-    else:  # too few patients for 5 folds (e.g. fakes only): train with fold all; trainers with copies refuse folds
+    if write_grouped_splits(preprocessed, manifest) is None:  # e.g. fakes only; trainers with copies refuse folds
         print(f"{raw.name}: fewer than 5 patient groups, no splits_final.json written (train with fold 'all')")
     return preprocessed
 
@@ -82,13 +78,15 @@ def derive_plans(dataset: str | int, target_plans: str, base_features: int, max_
 
 def is_preprocessed(dataset: str | int, plans_identifier: str = "nnUNetPlans",
                     configuration: str = "3d_fullres") -> bool:
-    """True when the plans, grouped splits and preprocessed data of ``configuration`` exist.
+    """True when the plans, the grouped splits (of a dataset with enough patients for folds) and the preprocessed
+    data of ``configuration`` exist.
 
     ``splits_final.json`` alone proves nothing: it is written as soon as a dataset is published.
     """
-    pre = nnunet_dir("nnUNet_preprocessed") / RawDataset.find(dataset).name
+    raw = RawDataset.find(dataset)
+    pre = nnunet_dir("nnUNet_preprocessed") / raw.name
     plans_file = pre / f"{plans_identifier}.json"
-    if not (plans_file.is_file() and (pre / "splits_final.json").is_file()):
+    if not plans_file.is_file() or (has_folds(raw.manifest()) and not (pre / "splits_final.json").is_file()):
         return False
     config = json.loads(plans_file.read_text())["configurations"].get(configuration)
     return config is not None and any((pre / config["data_identifier"]).glob("*"))

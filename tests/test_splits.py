@@ -1,4 +1,6 @@
 """Grouped splits: synthetic copies never validate and never train in their patient's validation fold."""
+import json
+
 import pytest
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
@@ -78,3 +80,20 @@ def test_translated_runs_of_a_patient_validate_together_and_their_copies_follow(
         assert fold["val"] == sorted(f"{p}_run{r}" for p in val_patients for r in range(2))
         assert not any(c.split("_")[0] in val_patients for c in fold["train"])
         assert not any("gba" in c for c in fold["val"])
+
+
+@pytest.mark.parametrize("patients", [4, 5])
+def test_preprocessed_needs_splits_only_with_enough_patients_for_folds(patients, nnunet_dirs):
+    """A dataset of < 5 patients trains fold ``all`` and never gets ``splits_final.json``: its preprocessed data is
+    complete without one (a rerun must not plan and preprocess it again); with 5 patients the splits must exist."""
+    from nnunet_gen.convert.phantom import write_phantom_dataset
+    from nnunet_gen.preprocess import is_preprocessed
+    write_phantom_dataset(631, "Few", patients, 0, shape=(4, 8, 8))
+    pre = nnunet_dirs["nnUNet_preprocessed"] / "Dataset631_Few"
+    assert (pre / "splits_final.json").is_file() == (patients == 5)  # the writer writes them when it can
+    (pre / "splits_final.json").unlink(missing_ok=True)
+    (pre / "d").mkdir(parents=True)
+    (pre / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {"data_identifier": "d"}}}))
+    (pre / "d" / "case.b2nd").write_bytes(b"")
+    assert is_preprocessed(631) == (patients < 5)
+    assert not is_preprocessed(631, configuration="2d")

@@ -68,12 +68,9 @@ def cmd_derive_plans(args) -> None:
 
 def cmd_splits(args) -> None:
     from nnunet_gen.io.raw_dataset import RawDataset, nnunet_dir
-    from nnunet_gen.io.splits import check_no_leak, grouped_splits, write_splits
+    from nnunet_gen.io.splits import checked_splits, write_splits
     raw = RawDataset.find(args.d)
-    manifest = raw.manifest()
-    splits = grouped_splits(manifest)
-    check_no_leak(manifest, splits)
-    print(write_splits(nnunet_dir("nnUNet_preprocessed") / raw.name, splits))
+    print(write_splits(nnunet_dir("nnUNet_preprocessed") / raw.name, checked_splits(raw.manifest())))
 
 
 def register(sub: argparse._SubParsersAction, render: argparse._SubParsersAction) -> None:

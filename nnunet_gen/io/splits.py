@@ -32,9 +32,19 @@ def case_groups(record: CaseRecord) -> set[str]:
     return {record.group, *record.params.get(LINKED_GROUPS_KEY, ())}
 
 
+def patient_groups(manifest: Manifest) -> list[str]:
+    """The groups of the real (or translated) labelled cases, over which the folds are drawn."""
+    return sorted({r.group for r in manifest.cases.values() if r.is_base})
+
+
+def has_folds(manifest: Manifest, n_splits: int = 5) -> bool:
+    """Whether the dataset has enough patient groups for grouped cross-validation (else: train fold ``all``)."""
+    return len(patient_groups(manifest)) >= n_splits
+
+
 def grouped_splits(manifest: Manifest, n_splits: int = 5, seed: int = NNUNET_SPLIT_SEED) -> list[dict]:
     """nnU-Net-style list of ``{"train": [...], "val": [...]}`` grouped by ``CaseRecord.group``."""
-    real_groups = sorted({r.group for r in manifest.cases.values() if r.is_base})
+    real_groups = patient_groups(manifest)
     if len(real_groups) < n_splits:
         raise DataError("splits", f"{len(real_groups)} patient groups with real (or translated) labelled cases; "
                                   f"{n_splits} folds need at least {n_splits}")
@@ -63,3 +73,16 @@ def write_splits(preprocessed_dataset_folder: str | Path, splits: list[dict]) ->
     path = Path(preprocessed_dataset_folder) / "splits_final.json"
     write_text(path, json.dumps(splits, indent=1))
     return path
+
+
+def checked_splits(manifest: Manifest) -> list[dict]:
+    """:func:`grouped_splits` that passed :func:`check_no_leak` (raises with fewer than 5 patient groups)."""
+    splits = grouped_splits(manifest)
+    check_no_leak(manifest, splits)
+    return splits
+
+
+def write_grouped_splits(preprocessed_dataset_folder: str | Path, manifest: Manifest) -> Path | None:
+    """:func:`checked_splits` as ``splits_final.json`` when the dataset :func:`has_folds`; None (nothing written)
+    when it has too few patients, which train with fold ``all``."""
+    return write_splits(preprocessed_dataset_folder, checked_splits(manifest)) if has_folds(manifest) else None

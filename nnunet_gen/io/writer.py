@@ -22,7 +22,7 @@ from nnunet_gen.io.files import TEMPORARY_PREFIX, atomic_write, write_text
 from nnunet_gen.io.images import Geometry, write_image
 from nnunet_gen.io.manifest import Manifest
 from nnunet_gen.io.raw_dataset import dataset_folder_name, datasets_with_id, nnunet_dir
-from nnunet_gen.io.splits import check_no_leak, grouped_splits, write_splits
+from nnunet_gen.io.splits import write_grouped_splits
 
 JOB_FILE = ".nnunet_gen_job.json"
 
@@ -148,9 +148,6 @@ class DatasetWriter:
             shutil.rmtree(old)
         else:
             self.staging.rename(self.final)
-        real_groups = {r.group for r in manifest.cases.values() if r.is_base}
-        if os.environ.get("nnUNet_preprocessed") and len(real_groups) >= 5:
-            splits = grouped_splits(manifest)
-            check_no_leak(manifest, splits)
-            write_splits(nnunet_dir("nnUNet_preprocessed") / self.folder_name, splits)
+        if os.environ.get("nnUNet_preprocessed"):
+            write_grouped_splits(nnunet_dir("nnUNet_preprocessed") / self.folder_name, manifest)
         return self.final
