@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from seed_workdir import cpu_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
+from seed_workdir import arm_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -63,7 +63,7 @@ def run_seed(seed: int, args) -> tuple[dict[str, dict[str, float]], dict[str, fl
     dice: dict[str, dict[str, float]] = {}
     for base in TRAINERS:
         trainer = f"{base}_{args.schedule}"
-        backend = cpu_backend(trainer, PLANS, threads=args.threads)
+        backend = arm_backend(trainer, PLANS, threads=args.threads)
         dice[base] = {}
         for site in (*SEEN_SITES, *UNSEEN_SITES):
             images, labels = held_out_folders(site)

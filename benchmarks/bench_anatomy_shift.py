@@ -34,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from seed_workdir import mean_std
+
 OUTPUT = Path(__file__).resolve().parent / "output"
 SOURCE_ID, GBA_ID, GBA_KEEP_ID = 981, 983, 984
 SOURCE_NAME, GBA_NAME = "Dataset981_AnatomyShift", "Dataset983_AnatomyShiftGBA"
@@ -150,10 +152,6 @@ def report(per_seed: dict[int, dict[str, dict[str, float]]], args, seconds: floa
              f"device {args.device}, seeds {seeds})", "",
              "| arm | trainer | " + " | ".join(f"{t} Dice" for t in TEST_SETS) + " | target per seed |",
              "|---|---|" + "---|" * (len(TEST_SETS) + 1)]
-
-    def mean_std(values: list[float]) -> str:
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} +- {spread:.3f}"
 
     for arm in arms:
         cells = [mean_std([per_seed[s][arm][t] for s in seeds]) for t in TEST_SETS]

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from seed_workdir import cpu_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
+from seed_workdir import arm_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -79,7 +79,7 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
 
     def dice(dataset: str, trainer: str) -> float:
         out = workdir / "predictions" / f"{dataset}_{trainer}"
-        raw_predictions = train_and_predict(cpu_backend(trainer, PLANS, fold=0, threads=args.threads), dataset,
+        raw_predictions = train_and_predict(arm_backend(trainer, PLANS, fold=0, threads=args.threads), dataset,
                                             source / "imagesTs", out / "raw", log)
         if not (out / "done").is_file():
             keep_largest_components(raw_predictions, out / "final", [1], ".nii.gz")
@@ -133,7 +133,7 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
             config = SelfTrainConfig(labelled=names[base + 2], unlabelled=str(source / UNLABELLED_FOLDER),
                                      output_id_base=SELFTRAIN_BASE, trainer=trainer, plans=PLANS, folds=(0,),
                                      iterations=1)
-            run = SelfTraining(config, cpu_backend(trainer, PLANS, fold=0, threads=args.threads), workdir=workdir / "selftrain", log=lambda message: None)
+            run = SelfTraining(config, arm_backend(trainer, PLANS, fold=0, threads=args.threads), workdir=workdir / "selftrain", log=lambda message: None)
             run.run()
             scores[f"{method}: + GBA + self-training"] = dice(run.dataset_name(1), trainer)
     return scores, quality

@@ -39,20 +39,17 @@ trainings at once; ``--device cuda`` also trains and runs the SinGAN on the GPU.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import multiprocessing
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from seed_workdir import enter_seed_workdir
+from seed_workdir import arm_backend, cpu_lock, enter_seed_workdir, mean_dice, mean_std, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
-LOCK = "/tmp/nnunet_gen_cpu.lock"
 SOURCE, NAIVE, GBA, GBA_KEEP, GBA_MULTI = 971, 972, 973, 974, 975
 PLANS = "nnUNetPlansSmall"
 ARM_KEYS = {"nnUNetTrainer": "baseline", "nnUNetTrainerDA5": "da5", "GIN": "gin",
@@ -79,12 +76,9 @@ def held_out_centre_a(folder: Path, seed: int, count: int, shape: tuple[int, int
 
 def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
     from nnunet_gen.cli import main as nnunet_gen
-    from nnunet_gen.evaluation.metrics import evaluate_folders
-    from nnunet_gen.evaluation.summary import summarize
     from nnunet_gen.preprocess import derive_plans, is_preprocessed, plan_and_preprocess
-    from nnunet_gen.run.nnunet import run_stock
 
-    workdir, log, env = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
+    workdir, log, _ = enter_seed_workdir(args.workdir, seed, OUTPUT / f"{args.stem}_seed{seed}.log")
     raw = workdir / "nnUNet_raw"
     names = {SOURCE: "Dataset971_Shift", NAIVE: "Dataset972_ShiftNaive", GBA: "Dataset973_ShiftGBA",
              GBA_KEEP: "Dataset974_ShiftGBAKeep", GBA_MULTI: "Dataset975_ShiftGBAMulti"}
@@ -140,26 +134,17 @@ def run_seed(seed: int, args) -> dict[str, dict[str, float]]:
             "GBA, contrast kept": (GBA_KEEP, f"nnUNetTrainerGBA_{args.schedule}"),
             "GBA, contrast kept, 3 SinGANs": (GBA_MULTI, f"nnUNetTrainerGBA_{args.schedule}")}
     arms = {arm: dataset_trainer for arm, dataset_trainer in arms.items() if ARM_KEYS[arm] in args.arms}
-    train_env = {**env, "nnUNet_n_proc_DA": str(args.n_proc_da), "OMP_NUM_THREADS": str(args.threads)}
 
     def train_and_score(dataset: int, trainer: str) -> dict[str, float]:
-        trained = workdir / "nnUNet_results" / names[dataset] / f"{trainer}__{PLANS}__3d_fullres" / "fold_all"
-        if not (trained / "checkpoint_final.pth").is_file():
-            run_stock(["nnUNetv2_train", str(dataset), "3d_fullres", "all", "-tr", trainer, "-p", PLANS,
-                       "-device", args.device], train_env, log)
-        scores = {}
-        for test_name, images, labels in ((f"centre {args.target_centre}", raw / names[SOURCE] / "imagesTs",
-                                           raw / names[SOURCE] / "labelsTs"),
-                                          ("held-out centre A", in_domain / "imagesTs", in_domain / "labelsTs"),
-                                          ("held-out centre A, tumour x0.5", dark / "imagesTs", dark / "labelsTs")):
-            out = workdir / "predictions" / images.parent.name / trainer / str(dataset)
-            if not out.is_dir() or len(list(out.glob("*.nii.gz"))) < len(list(labels.glob("*.nii.gz"))):
-                run_stock(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(dataset), "-c",
-                           "3d_fullres", "-tr", trainer, "-p", PLANS, "-f", "all", "-device", args.device,
-                           "-npp", "1", "-nps", "1", "--disable_tta"], env, log)
-            rows = evaluate_folders(out, labels, [1], num_processes=1)
-            scores[test_name] = float(summarize(rows)["1"]["Dice"]["mean"])
-        return scores
+        backend = arm_backend(trainer, PLANS, threads=args.threads, device=args.device,
+                              augmentation_workers=args.n_proc_da)
+        source = raw / names[SOURCE]
+        test_sets = ((f"centre {args.target_centre}", source / "imagesTs", source / "labelsTs"),
+                     ("held-out centre A", in_domain / "imagesTs", in_domain / "labelsTs"),
+                     ("held-out centre A, tumour x0.5", dark / "imagesTs", dark / "labelsTs"))
+        return {test_name: mean_dice(train_and_predict(backend, names[dataset], images, workdir / "predictions" /
+                                                       images.parent.name / trainer / str(dataset), log), labels)
+                for test_name, images, labels in test_sets}
 
     with ThreadPoolExecutor(max_workers=len(arms) if args.parallel else 1) as pool:
         futures = {arm: pool.submit(train_and_score, *dataset_trainer) for arm, dataset_trainer in arms.items()}
@@ -201,8 +186,7 @@ def main() -> None:
     args.workdir = args.workdir or str(OUTPUT / f"{args.stem}_work")
     OUTPUT.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cpu_lock():
         if args.parallel:
             with ProcessPoolExecutor(len(args.seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
                 per_seed = dict(zip(args.seeds, pool.map(run_seed, args.seeds, [args] * len(args.seeds))))
@@ -215,11 +199,7 @@ def main() -> None:
              "| arm | " + " | ".join(f"{t} Dice (mean +- std over seeds)" for t in tests) +
              f" | per seed ({tests[0]}) |", "|---|" + "---|" * (len(tests) + 1)]
     for arm in arms:
-        cells = []
-        for t in tests:
-            values = [per_seed[s][arm][t] for s in args.seeds]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+        cells = [mean_std([per_seed[s][arm][t] for s in args.seeds]) for t in tests]
         seeds = ", ".join(f"{per_seed[s][arm][tests[0]]:.3f}" for s in args.seeds)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {seeds} |")
     table = "\n".join(lines)

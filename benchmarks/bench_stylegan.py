@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from seed_workdir import cpu_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
+from seed_workdir import arm_backend, enter_seed_workdir, mean_dice, mean_std, run_seeds_locked, train_and_predict
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output"
@@ -137,7 +137,7 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
                          f"{checkpoint}); the 100% F arm cannot be planned: train the generator longer (--iters)")
     arms = {"100% R": REAL, "100% F": FAKE, "100% F + 100% R": FAKE_REAL, "300% F + 100% R": FAKE3_REAL,
             "300% A (flips) + 100% R": FLIP_REAL}
-    backend = cpu_backend(f"nnUNetTrainer_{args.schedule}", configuration="2d")
+    backend = arm_backend(f"nnUNetTrainer_{args.schedule}", configuration="2d")
     scores = {}
     for arm, dataset in arms.items():
         if not is_preprocessed(dataset, configuration="2d"):

@@ -1,6 +1,6 @@
 """What the multi-seed benchmark scripts share (run as ``python benchmarks/<script>.py``, so this folder is on
-``sys.path``): one nnU-Net world per seed, the seeds run under the CPU lock, one arm's stock train -> predict -> Dice
-on the CPU, mean +- std cells."""
+``sys.path``): one nnU-Net world per seed, the seeds run under the CPU lock, one arm's stock train -> predict -> Dice,
+mean +- std cells."""
 from __future__ import annotations
 
 import fcntl
@@ -24,7 +24,7 @@ def enter_seed_workdir(root: str | Path, seed: int, log: Path) -> tuple[Path, Pa
     workdir.mkdir(parents=True, exist_ok=True)
     env = workdir_environment(workdir)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
-                                           "nnUNet_def_n_proc")})
+                                           "nnUNet_def_n_proc", "nnUNet_compile")})
     return workdir, log, env
 
 
@@ -42,22 +42,25 @@ def run_seeds_locked(seeds: Sequence[int], run_seed: Callable[[int, Any], Any], 
         return {seed: run_seed(seed, args) for seed in seeds}
 
 
-def cpu_backend(trainer: str, plans: str = "nnUNetPlans", configuration: str = "3d_fullres", fold: int | str = "all",
-                threads: int | None = None) -> NnUNetBackend:
-    """Stock nnU-Net of one benchmark arm on the CPU: one fold, one worker, no augmentation worker processes in
-    training (they crash on CPU), ``threads`` OpenMP threads per training when given."""
+def arm_backend(trainer: str, plans: str = "nnUNetPlans", configuration: str = "3d_fullres", fold: int | str = "all",
+                threads: int | None = None, device: str = "cpu", augmentation_workers: int = 0) -> NnUNetBackend:
+    """Stock nnU-Net of one benchmark arm: one fold, one prediction worker, ``augmentation_workers`` data-augmentation
+    processes in training (0 on a CPU, where they crash), ``threads`` OpenMP threads per training when given."""
     from nnunet_gen.run.nnunet import NnUNetBackend
-    train_env = {"nnUNet_n_proc_DA": "0", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    return NnUNetBackend(trainer, configuration, plans, (fold,), "cpu", 1, train_env)
+    train_env = {"nnUNet_n_proc_DA": str(augmentation_workers),
+                 **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    return NnUNetBackend(trainer, configuration, plans, (fold,), device, 1, train_env)
 
 
-def train_and_predict(backend: NnUNetBackend, dataset: str, images: Path, out: Path, log: Path) -> Path:
-    """Train the backend's fold of ``dataset`` unless trained, predict ``images`` into ``out`` (no test-time mirroring,
-    as nnU-Net's own validation) unless ``out`` exists; resumable, ``out`` appears only when complete."""
+def train_and_predict(backend: NnUNetBackend, dataset: str, images: Path, out: Path, log: Path,
+                      mirroring: bool = False) -> Path:
+    """Train the backend's fold of ``dataset`` unless trained, predict ``images`` into ``out`` unless ``out`` exists
+    (by default without test-time mirroring, as nnU-Net's own validation); resumable, ``out`` appears only when
+    complete."""
     backend.train(dataset, backend.folds[0], log)
     if not out.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)
-        backend.predict(dataset, images, out, False, log, mirroring=False)
+        backend.predict(dataset, images, out, False, log, mirroring=mirroring)
     return out
 
 
