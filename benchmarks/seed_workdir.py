@@ -52,15 +52,13 @@ def arm_backend(trainer: str, plans: str = "nnUNetPlans", configuration: str = "
     return NnUNetBackend(trainer, configuration, plans, (fold,), device, 1, train_env)
 
 
-def train_and_predict(backend: NnUNetBackend, dataset: str, images: Path, out: Path, log: Path,
-                      mirroring: bool = False) -> Path:
-    """Train the backend's fold of ``dataset`` unless trained, predict ``images`` into ``out`` unless ``out`` exists
-    (by default without test-time mirroring, as nnU-Net's own validation); resumable, ``out`` appears only when
-    complete."""
+def train_and_predict(backend: NnUNetBackend, dataset: str, images: Path, out: Path, log: Path) -> Path:
+    """Train the backend's fold of ``dataset`` unless trained, predict ``images`` into ``out`` (no test-time mirroring,
+    as nnU-Net's own validation) unless ``out`` exists; resumable, ``out`` appears only when complete."""
     backend.train(dataset, backend.folds[0], log)
     if not out.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)
-        backend.predict(dataset, images, out, False, log, mirroring=mirroring)
+        backend.predict(dataset, images, out, False, log, mirroring=False)
     return out
 
 
