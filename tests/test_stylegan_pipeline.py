@@ -148,6 +148,8 @@ def test_gen_eval_label_consistency_through_a_trained_nnunet(trained, tmp_path):
     assert summary["label_consistency_real_slices"] == 4
     for key in ("label_consistency_dice", "label_consistency_real_dice", "label_consistency_real_foreground_fraction"):
         assert 0.0 <= summary[key] <= 1.0, key
+    header = (out / "gen_eval.png").read_bytes()[16:24]  # PNG IHDR: width, height
+    assert int.from_bytes(header[:4], "big") > 2.5 * int.from_bytes(header[4:], "big")  # the consistency panel too
     rows = (out / "gen_eval.csv").read_text().splitlines()
     assert rows[0].split(",")[-1] == "label_dice" and len(rows) == 5
     assert all(0.0 <= float(row.split(",")[-1]) <= 1.0 for row in rows[1:])

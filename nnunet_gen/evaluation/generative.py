@@ -109,23 +109,32 @@ def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "gen_eval.json", json.dumps(summary, indent=1))
     write_text(out / "gen_eval.csv", csv_text(rows, list(rows[0])))
-    _histogram(neighbours.score, neighbours.real_score, out / "gen_eval.png")
+    _figure(neighbours.score, neighbours.real_score, out / "gen_eval.png",
+            None if segmenter is None else (dice, real_dice))
     lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                                                     for k, v in summary.items()]
     write_text(out / "gen_eval.md", "\n".join(lines) + "\n")
     return out / "gen_eval.md"
 
 
-def _histogram(fake_to_real: np.ndarray, real_to_real: np.ndarray, path: Path) -> Path:
-    """Nearest-real MS-SSIM of the fakes against that of the reals (a fake far right of the reals is a copy)."""
+def _figure(fake_to_real: np.ndarray, real_to_real: np.ndarray, path: Path,
+            consistency: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """Memorisation: nearest-real MS-SSIM of the fakes against that of the reals (a fake far right of the reals is a
+    copy); with ``consistency`` (fake, real per-slice Dice), a second panel of the segmenter's label agreement."""
     from nnunet_gen.qc.figures import new_figure, save_png
-    figure = new_figure(6.0, 3.6)
-    axes = figure.add_subplot(1, 1, 1)
+    figure = new_figure(6.0 if consistency is None else 11.0, 3.6)
+    panels = [("Memorisation check", "MS-SSIM", "fake -> nearest real", "real -> nearest other real",
+               fake_to_real, real_to_real)]
+    if consistency is not None:
+        panels.append(("Label consistency (segmenter trained on real data)", "Dice of the segmenter vs the label",
+                       "fake slices vs generated labels", "real slices vs real labels", *consistency))
     bins = np.linspace(0.0, 1.0, 41)
-    axes.hist(real_to_real, bins=bins, alpha=0.6, label="real -> nearest other real")
-    axes.hist(fake_to_real, bins=bins, alpha=0.6, label="fake -> nearest real")
-    axes.set_xlabel("MS-SSIM")
-    axes.set_ylabel("slices")
-    axes.legend(fontsize=8)
-    axes.set_title("Memorisation check", fontsize=10)
+    for k, (title, xlabel, fake_name, real_name, fake, real) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), k + 1)
+        axes.hist(real, bins=bins, alpha=0.6, label=real_name)
+        axes.hist(fake, bins=bins, alpha=0.6, label=fake_name)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("slices")
+        axes.legend(fontsize=8)
+        axes.set_title(title, fontsize=10)
     return save_png(figure, path)
