@@ -133,7 +133,8 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict[str, dict[str, flo
             config = SelfTrainConfig(labelled=names[base + 2], unlabelled=str(source / UNLABELLED_FOLDER),
                                      output_id_base=SELFTRAIN_BASE, trainer=trainer, plans=PLANS, folds=(0,),
                                      iterations=1)
-            run = SelfTraining(config, arm_backend(trainer, PLANS, fold=0, threads=args.threads), workdir=workdir / "selftrain", log=lambda message: None)
+            run = SelfTraining(config, arm_backend(trainer, PLANS, fold=0, threads=args.threads),
+                               workdir=workdir / "selftrain", log=lambda message: None)
             run.run()
             scores[f"{method}: + GBA + self-training"] = dice(run.dataset_name(1), trainer)
     return scores, quality

@@ -104,7 +104,7 @@ def write_flipped(source: Path) -> None:
 def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     from dataclasses import replace
 
-    from nnunet_gen.evaluation.generative import evaluate_generator
+    from nnunet_gen.evaluation.generative import Segmenter, evaluate_generator
     from nnunet_gen.generators.stylegan import train_stylegan_on_dataset
     from nnunet_gen.io.images import read_image
     from nnunet_gen.preprocess import is_preprocessed, plan_and_preprocess
@@ -148,9 +148,8 @@ def run_seed(seed: int, args) -> tuple[dict[str, float], dict]:
     quality_dir = workdir / "gen_eval"
     report = quality_dir / "gen_eval.json"
     if not report.is_file() or "label_consistency_dice" not in json.loads(report.read_text()):
-        segmenter = {"dataset": REAL, "trainer": backend.trainer, "configuration": "2d", "plans": backend.plans,
-                     "folds": backend.folds}  # the 100% R arm: an nnU-Net trained on the real cases only
-        evaluate_generator(REAL, checkpoint, min(200, real_slices), quality_dir, segmenter=segmenter)
+        real_only = Segmenter(REAL, backend)  # the 100% R arm: an nnU-Net trained on the real cases only
+        evaluate_generator(REAL, checkpoint, min(200, real_slices), quality_dir, segmenter=real_only)
     quality = json.loads(report.read_text())
     quality["train_seconds"] = float((workdir / "stylegan_seconds.txt").read_text())
     return scores, quality
@@ -175,9 +174,9 @@ def main() -> None:
     start = time.time()
     results = run_seeds_locked(args.seeds, run_seed, args)
     arms = list(results[args.seeds[0]][0])
-    lines = [f"two-contrast {args.data}, {args.cases} training cases of {args.shape} voxels, StyleGAN2 cpu preset {args.iters} iterations "
-             f"on slices with >= {args.min_foreground} tumour, "
-             f"nnU-Net 2d _{args.schedule} fold all, seeds {args.seeds}, {time.time() - start:.0f} s", "",
+    lines = [f"two-contrast {args.data}, {args.cases} training cases of {args.shape} voxels, StyleGAN2 cpu preset "
+             f"{args.iters} iterations on slices with >= {args.min_foreground} tumour, nnU-Net 2d _{args.schedule} "
+             f"fold all, seeds {args.seeds}, {time.time() - start:.0f} s", "",
              "| training set | held-out Dice (mean +- std over seeds) | per seed |", "|---|---|---|"]
     for arm in arms:
         values = [results[s][0][arm] for s in args.seeds]

@@ -54,14 +54,14 @@ def cmd_render_stylegan(args) -> None:
 
 
 def cmd_gen_eval(args) -> None:
-    from nnunet_gen.evaluation.generative import evaluate_generator
+    from nnunet_gen.evaluation.generative import Segmenter, evaluate_generator
+    from nnunet_gen.run.nnunet import NnUNetBackend
     apply_threads(args)
     segmenter = None
     if args.segmenter is not None:
         if args.tr is None:
             raise DataError("--segmenter", "needs -tr (the segmenter's trainer)")
-        segmenter = {"dataset": args.segmenter, "trainer": args.tr, "configuration": args.c, "plans": args.p,
-                     "folds": args.f}
+        segmenter = Segmenter(args.segmenter, NnUNetBackend(args.tr, args.c, args.p, args.f, device(args), 1))
     print(evaluate_generator(args.d, args.checkpoint, args.num, Path(args.o), args.seed, args.truncation, segmenter,
                              device(args), args.feature_iters).read_text())
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from nnunet_gen.io.images import Geometry, read_image, write_image
 from synth.gen_metrics import (batch_mmd2, fid, label_consistency_dice, ms_ssim_diversity, nearest_real_neighbours,
                                train_feature_extractor)
 
+if TYPE_CHECKING:
+    from nnunet_gen.run.nnunet import NnUNetBackend
+
 
 
 def generate(model, seeds: list[int], truncation: float, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -39,20 +43,27 @@ def generate(model, seeds: list[int], truncation: float, batch_size: int = 16) -
     return np.concatenate(images), np.concatenate(labels)
 
 
-def segment_slices(images: np.ndarray, spacing_zyx: list[float], segmenter: dict, device: str) -> np.ndarray:
+class Segmenter(NamedTuple):
+    """A trained nnU-Net used to check generated labels: its dataset and the stock commands of its model."""
+    dataset: str | int
+    backend: NnUNetBackend
+
+    def describe(self) -> str:
+        b = self.backend
+        return f"{self.dataset} {b.trainer} {b.configuration} {b.plans} folds {list(b.folds)}"
+
+
+def segment_slices(images: np.ndarray, spacing_zyx: list[float], segmenter: Segmenter) -> np.ndarray:
     """The segmenter's labels of (N, C, R, R) slices (written as one-slice volumes, predicted by its fold ensemble)."""
     from nnunet_gen.io.raw_dataset import RawDataset
-    from nnunet_gen.run.nnunet import NnUNetBackend
-    dataset = RawDataset.find(segmenter["dataset"]).name
-    backend = NnUNetBackend(segmenter["trainer"], segmenter["configuration"], segmenter["plans"],
-                            segmenter["folds"], device, 1)
     geometry = Geometry.axis_aligned(spacing_zyx)
     with tempfile.TemporaryDirectory() as folder:
         inputs, outputs = Path(folder) / "images", Path(folder) / "predictions"
         for k, image in enumerate(images):
             for c, channel in enumerate(image):
                 write_image(channel[None].astype(np.float32), geometry, inputs / f"slice_{k:06d}_{c:04d}.nii.gz")
-        backend.predict(dataset, inputs, outputs, False, Path(folder) / "predict.log")
+        segmenter.backend.predict(RawDataset.find(segmenter.dataset).name, inputs, outputs, False,
+                                  Path(folder) / "predict.log")
         return np.stack([read_image(outputs / f"slice_{k:06d}.nii.gz")[0][0] for k in range(len(images))])
 
 
@@ -65,7 +76,7 @@ def consistency_summary(dice: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out: Path, seed: int = 1_000_000,
-                       truncation: float = 1.0, segmenter: dict | None = None, device: str = "cpu",
+                       truncation: float = 1.0, segmenter: Segmenter | None = None, device: str = "cpu",
                        feature_iterations: int = 500) -> Path:
     """All metrics of ``num`` fakes (latent seeds seed..seed+num-1) against the dataset's real slices that the
     generator was trained on (its provenance's ``min_foreground`` selection)."""
@@ -94,12 +105,11 @@ def evaluate_generator(dataset: str | int, checkpoint: str | Path, num: int, out
             for s, i, score in zip(seeds, neighbours.index, neighbours.score)]
     if segmenter is not None:
         reference = np.unique(np.linspace(0, len(reals) - 1, min(num, len(reals))).round().astype(int))
-        predicted = segment_slices(np.concatenate([fakes, reals[reference]]), provenance["spacing_zyx"], segmenter,
-                                   device)  # one nnUNetv2_predict for both sets
+        predicted = segment_slices(np.concatenate([fakes, reals[reference]]), provenance["spacing_zyx"],
+                                   segmenter)  # one nnUNetv2_predict for both sets
         dice = label_consistency_dice(predicted[:num], fake_labels, model.config.num_classes)
         real_dice = label_consistency_dice(predicted[num:], real_labels[reference], model.config.num_classes)
-        summary["segmenter"] = f"{segmenter['dataset']} {segmenter['trainer']} {segmenter['configuration']} " \
-                               f"{segmenter['plans']} folds {list(segmenter['folds'])}"
+        summary["segmenter"] = segmenter.describe()
         summary.update({f"label_consistency_{k}": v for k, v in consistency_summary(dice, fake_labels).items()})
         summary.update({f"label_consistency_real_{k}": v
                         for k, v in consistency_summary(real_dice, real_labels[reference]).items()})
